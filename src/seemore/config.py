@@ -1,0 +1,295 @@
+"""Typed, frozen configuration for every component, the named presets, and key=value overrides.
+
+A config is built once and never mutated: derived values are checked in ``__post_init__`` and
+changes are made with ``dataclasses.replace`` (or :func:`apply_overrides`), which returns a new
+object. Every field is a plain JSON type, so ``config.json`` round-trips exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seemore.errors import UserError
+
+FORMAT_VERSION = 1
+NORMS = ("layernorm", "rmsnorm")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """The ViT image encoder."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    norm: str = "layernorm"
+
+    def __post_init__(self) -> None:
+        _check(self.image_size % self.patch_size == 0,
+               f"vision.image_size ({self.image_size}) must be a multiple of "
+               f"vision.patch_size ({self.patch_size})")
+        _check(self.dim % self.n_heads == 0,
+               f"vision.dim ({self.dim}) must be divisible by vision.n_heads ({self.n_heads})")
+        _check(self.norm in NORMS, f"vision.norm must be one of {NORMS}, got {self.norm!r}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """The MLP that turns vision features into visual tokens for the decoder.
+
+    tokens: "patches" uses every patch feature (LLaVA); "cls" uses only the class token
+    (the original seemore). pixel_shuffle: merge each s x s block of patches into one token
+    (s*s times fewer, s*s times wider visual tokens), as in Idefics3 and nanoVLM.
+    """
+
+    tokens: str = "patches"
+    pixel_shuffle: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.tokens in ("patches", "cls"),
+               f"projector.tokens must be 'patches' or 'cls', got {self.tokens!r}")
+        _check(self.pixel_shuffle >= 1, "projector.pixel_shuffle must be >= 1")
+        _check(self.tokens == "patches" or self.pixel_shuffle == 1,
+               "projector.pixel_shuffle needs projector.tokens='patches'")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The decoder-only language model. vocab_size 0 means: take it from the tokenizer."""
+
+    vocab_size: int = 0
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 0  # 0 means n_heads (plain multi-head attention); fewer means GQA
+    mlp_ratio: float = 4.0
+    norm: str = "rmsnorm"
+    max_seq_len: int = 256
+    rope_base: float = 10000.0
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.dim % self.n_heads == 0,
+               f"decoder.dim ({self.dim}) must be divisible by decoder.n_heads ({self.n_heads})")
+        _check((self.dim // self.n_heads) % 2 == 0, "decoder head width must be even for RoPE")
+        _check(self.n_heads % self.kv_heads == 0,
+               f"decoder.n_heads ({self.n_heads}) must be a multiple of "
+               f"decoder.n_kv_heads ({self.n_kv_heads})")
+        _check(self.norm in NORMS, f"decoder.norm must be one of {NORMS}, got {self.norm!r}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def __post_init__(self) -> None:
+        s = self.projector.pixel_shuffle
+        _check(self.vision.grid_size % s == 0,
+               f"projector.pixel_shuffle ({s}) must divide the patch grid "
+               f"({self.vision.grid_size})")
+
+    @property
+    def n_visual_tokens(self) -> int:
+        if self.projector.tokens == "cls":
+            return 1
+        return (self.vision.grid_size // self.projector.pixel_shuffle) ** 2
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The built-in shapes world and how training examples are drawn from it."""
+
+    dataset: str = "shapes"
+    caption_fraction: float = 0.25  # the rest are question/answer pairs
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.dataset == "shapes", f"data.dataset must be 'shapes', got {self.dataset!r}")
+        _check(0.0 <= self.caption_fraction <= 1.0, "data.caption_fraction must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto: bf16 autocast where the hardware supports it, else fp32
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    seed: int = 0
+    eval_every: int = 500
+    eval_scenes: int = 100  # val scenes in the periodic evaluation
+    final_eval_scenes: int = 500  # test and compositional scenes in the final evaluation
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        _check(self.steps > 0, "train.steps must be positive")
+        _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(self.precision in ("auto", "bf16", "fp32"),
+               f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+               f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything about a run: the model, the data and the training schedule."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "default"
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        d = dict(d)
+        version = d.pop("format_version", FORMAT_VERSION)
+        _check(version == FORMAT_VERSION,
+               f"config format_version {version} is not supported (this seemore reads "
+               f"{FORMAT_VERSION})")
+        return _build(cls, d, "")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _build(cls, d: dict, prefix: str):
+    """Build dataclass ``cls`` from a dict, recursing into nested configs."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    _check(not unknown, f"unknown config keys: {', '.join(prefix + k for k in sorted(unknown))}")
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: exact names only. "tiny" is for tests, "default" is what `seemore train` runs and
+# "seemore-classic" has the dimensions of the original seemore notebook.
+
+PRESETS: dict[str, Config] = {
+    "tiny": Config(
+        preset="tiny",
+        model=ModelConfig(
+            vision=VisionConfig(image_size=32, patch_size=8, dim=64, n_layers=2, n_heads=2),
+            decoder=DecoderConfig(dim=64, n_layers=2, n_heads=2, max_seq_len=192),
+        ),
+        train=TrainConfig(steps=60, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=0,
+                          eval_scenes=20, final_eval_scenes=40, log_every=5),
+    ),
+    "default": Config(
+        preset="default",
+        model=ModelConfig(
+            vision=VisionConfig(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
+            projector=ProjectorConfig(tokens="patches", pixel_shuffle=2),
+            decoder=DecoderConfig(dim=192, n_layers=4, n_heads=6, max_seq_len=192),
+        ),
+    ),
+    "seemore-classic": Config(
+        preset="seemore-classic",
+        model=ModelConfig(
+            vision=VisionConfig(image_size=96, patch_size=16, dim=512, n_layers=3, n_heads=8,
+                                norm="layernorm"),
+            projector=ProjectorConfig(tokens="cls"),
+            decoder=DecoderConfig(dim=128, n_layers=8, n_heads=8, norm="layernorm",
+                                  max_seq_len=192, tie_embeddings=False),
+        ),
+        train=TrainConfig(batch_size=16, lr=1e-3),
+    ),
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# key=value overrides, typed from the dataclass fields: "model.decoder.dim=256 train.steps=10".
+
+
+def override_keys(cls=Config, prefix: str = "") -> dict[str, type]:
+    """Every settable dotted key and its type."""
+    keys = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys.update(override_keys(hint, f"{prefix}{name}."))
+        else:
+            keys[prefix + name] = hint
+    return keys
+
+
+def _parse_value(key: str, text: str, hint):
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if typing.get_origin(hint) is tuple:
+            inner = typing.get_args(hint)[0]
+            return tuple(inner(x) for x in text.split(","))
+        return hint(text)
+    except ValueError:
+        raise UserError(f"override {key}={text!r}: expected a value of type "
+                        f"{getattr(hint, '__name__', hint)}") from None
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    keys = override_keys()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"override {item!r} is not of the form key=value")
+        if key not in keys:
+            raise UserError(f"unknown config key {key!r}; see `seemore train --help` for the list")
+        config = _replace_path(config, key.split("."), _parse_value(key, text, keys[key]))
+    return config
+
+
+def _replace_path(obj, path: list[str], value):
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    child = _replace_path(getattr(obj, path[0]), path[1:], value)
+    return dataclasses.replace(obj, **{path[0]: child})

@@ -1,0 +1,245 @@
+"""The built-in shapes world: procedurally rendered scenes with captions and questions.
+
+A scene holds 1-3 objects, each in its own cell of a 3x3 grid (so they never overlap), with
+a shape, a colour, a size and a position. Background tone, pixel noise, colours and the
+place of an object inside its cell are jittered so the task is not a lookup. Everything is
+deterministic in (split, index).
+
+Splits: "train", "val" and "test" never contain the HELD_OUT colour-shape pairs; every scene
+of "compositional" contains at least one of them, and its questions are about such an
+object whenever they can be.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 175, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 215, 40),
+    "purple": (150, 60, 205),
+    "orange": (245, 140, 25),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("small", "large")
+POSITIONS = ("top left", "top", "top right", "left", "center", "right",
+             "bottom left", "bottom", "bottom right")  # row-major over the 3x3 grid
+HELD_OUT = frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "square")})
+QUESTION_TYPES = ("color", "shape", "size", "position", "count", "exist")
+NUMBERS = ("0", "1", "2", "3")
+SPLITS = {"train": 0, "val": 1, "test": 2, "compositional": 3}
+SUPERSAMPLE = 4  # render at 4x and downsample, for anti-aliased edges
+
+
+@dataclass(frozen=True)
+class Object:
+    shape: str
+    color: str
+    size: str
+    position: str
+
+    def words(self, attrs: tuple[str, ...]) -> str:
+        return " ".join(getattr(self, a) for a in ("size", "color", "shape") if a in attrs)
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[Object, ...]
+    image: np.ndarray  # (H, W, 3) uint8
+
+
+def place_phrase(position: str) -> str:
+    return "in the center" if position == "center" else f"at the {position}"
+
+
+def caption(objects: tuple[Object, ...]) -> str:
+    """'a large red circle at the top left and a small blue square in the center'."""
+    ordered = sorted(objects, key=lambda o: POSITIONS.index(o.position))
+    return " and ".join(f"a {o.size} {o.color} {o.shape} {place_phrase(o.position)}"
+                        for o in ordered)
+
+
+_OBJECT_RE = re.compile(
+    rf"a ({'|'.join(SIZES)}) ({'|'.join(COLORS)}) ({'|'.join(SHAPES)}) "
+    rf"(?:in the (center)|at the ({'|'.join(sorted(POSITIONS, key=len, reverse=True))}))\b"
+)
+
+
+def parse_caption(text: str) -> list[Object]:
+    """The objects a caption describes; unparsable parts are ignored."""
+    return [Object(shape=m[3], color=m[2], size=m[1], position=m[4] or m[5])
+            for m in _OBJECT_RE.finditer(text)]
+
+
+class ShapesWorld:
+    def __init__(self, image_size: int = 64):
+        if image_size < 16:
+            raise ValueError(f"shapes world image_size must be at least 16, got {image_size}")
+        self.image_size = image_size
+
+    # --- scenes ---------------------------------------------------------------------------
+
+    def rng(self, split: str, index: int, stream: int = 0) -> np.random.Generator:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        return np.random.default_rng((SPLITS[split], index, stream))
+
+    def scene(self, split: str, index: int) -> Scene:
+        rng = self.rng(split, index)
+        n = int(rng.integers(1, 4))
+        cells = rng.choice(9, size=n, replace=False)
+        novel_slot = int(rng.integers(n)) if split == "compositional" else -1
+        objects = []
+        for slot, cell in enumerate(cells):
+            if slot == novel_slot:
+                color, shape = sorted(HELD_OUT)[int(rng.integers(len(HELD_OUT)))]
+            else:
+                color, shape = self._pair(rng, allow_held_out=split == "compositional")
+            size = SIZES[int(rng.integers(2))]
+            objects.append(Object(shape, color, size, POSITIONS[int(cell)]))
+        objects = tuple(objects)
+        return Scene(objects, self.render(objects, rng))
+
+    def _pair(self, rng: np.random.Generator, allow_held_out: bool) -> tuple[str, str]:
+        while True:
+            pair = (list(COLORS)[int(rng.integers(len(COLORS)))],
+                    SHAPES[int(rng.integers(len(SHAPES)))])
+            if allow_held_out or pair not in HELD_OUT:
+                return pair
+
+    def render(self, objects: tuple[Object, ...], rng: np.random.Generator) -> np.ndarray:
+        s = self.image_size * SUPERSAMPLE
+        cell = s / 3
+        background = tuple(int(v) for v in rng.integers(25, 80) + rng.integers(-12, 13, size=3))
+        canvas = Image.new("RGB", (s, s), background)
+        draw = ImageDraw.Draw(canvas)
+        for o in objects:
+            row, col = divmod(POSITIONS.index(o.position), 3)
+            radius = cell * (0.40 if o.size == "large" else 0.22) * rng.uniform(0.9, 1.05)
+            slack = cell / 2 - radius - SUPERSAMPLE
+            cx = (col + 0.5) * cell + rng.uniform(-0.5, 0.5) * slack
+            cy = (row + 0.5) * cell + rng.uniform(-0.5, 0.5) * slack
+            color = tuple(int(np.clip(v + rng.integers(-20, 21), 0, 255))
+                          for v in COLORS[o.color])
+            box = (cx - radius, cy - radius, cx + radius, cy + radius)
+            if o.shape == "circle":
+                draw.ellipse(box, fill=color)
+            elif o.shape == "square":
+                r = radius * 0.88  # a square of the same radius looks bigger than a circle
+                draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=color)
+            else:
+                draw.polygon([(cx, cy - radius), (cx + radius, cy + radius * 0.8),
+                              (cx - radius, cy + radius * 0.8)], fill=color)
+        image = canvas.resize((self.image_size, self.image_size), Image.Resampling.BOX)
+        pixels = np.asarray(image, dtype=np.int16) + rng.integers(-6, 7, size=(1, 1, 1))
+        pixels = pixels + rng.normal(0, 3, size=pixels.shape).round().astype(np.int16)
+        return np.clip(pixels, 0, 255).astype(np.uint8)
+
+    # --- questions ------------------------------------------------------------------------
+
+    def question(self, scene: Scene, kind: str, rng: np.random.Generator,
+                 split: str = "train") -> tuple[str, str] | None:
+        """A (question, answer) pair of the given type, or None if the scene has no object
+        that can be referred to unambiguously for it."""
+        objs = scene.objects
+        if kind == "count":
+            return self._count_question(objs, rng)
+        if kind == "exist":
+            return self._exist_question(objs, rng, split)
+        asked = {"color": "color", "shape": "shape", "size": "size", "position": "position"}[kind]
+        targets = [o for o in objs if self._references(o, objs, asked)]
+        novel = [o for o in targets if (o.color, o.shape) in HELD_OUT]
+        if split == "compositional" and novel:
+            targets = novel
+        if not targets:
+            return None
+        target = targets[int(rng.integers(len(targets)))]
+        refs = self._references(target, objs, asked)
+        ref = refs[int(rng.integers(len(refs)))]
+        template = {"color": "what color is {}?", "shape": "what shape is {}?",
+                    "size": "what size is {}?", "position": "where is {}?"}[kind]
+        return template.format(ref), getattr(target, asked)
+
+    @staticmethod
+    def _references(target: Object, objs: tuple[Object, ...], asked: str) -> list[str]:
+        """Every unambiguous way to name target without giving away the asked attribute."""
+        refs = []
+        for attrs in (("shape",), ("color", "shape"), ("size", "shape"),
+                      ("size", "color", "shape")):
+            if asked in attrs:
+                continue
+            if sum(o.words(attrs) == target.words(attrs) for o in objs) == 1:
+                refs.append(f"the {target.words(attrs)}")
+        if asked == "shape":
+            if sum(o.color == target.color for o in objs) == 1:
+                refs.append(f"the {target.color} object")
+        if asked != "position":
+            refs.append(f"the object {place_phrase(target.position)}")
+        return refs
+
+    @staticmethod
+    def _count_question(objs, rng) -> tuple[str, str]:
+        which = int(rng.integers(3))
+        if which == 0:
+            return "how many objects are there?", str(len(objs))
+        if which == 1:
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            return f"how many {shape}s are there?", str(sum(o.shape == shape for o in objs))
+        color = list(COLORS)[int(rng.integers(len(COLORS)))]
+        return f"how many {color} objects are there?", str(sum(o.color == color for o in objs))
+
+    def _exist_question(self, objs, rng, split) -> tuple[str, str]:
+        present = {(o.color, o.shape) for o in objs}
+        if rng.random() < 0.5:
+            novel = sorted(present & HELD_OUT)
+            pool = novel if split == "compositional" and novel else sorted(present)
+            color, shape = pool[int(rng.integers(len(pool)))]
+            answer = "yes"
+        else:
+            while (pair := self._pair(rng, split == "compositional")) in present:
+                pass
+            color, shape = pair
+            answer = "no"
+        article = "an" if color[0] in "aeiou" else "a"
+        return f"is there {article} {color} {shape}?", answer
+
+    # --- examples -------------------------------------------------------------------------
+
+    def questions(self, split: str, index: int) -> list[tuple[str, str, str]]:
+        """One (type, question, answer) per question type that the scene allows."""
+        scene = self.scene(split, index)
+        rng = self.rng(split, index, stream=1)
+        out = []
+        for kind in QUESTION_TYPES:
+            qa = self.question(scene, kind, rng, split)
+            if qa is not None:
+                out.append((kind, *qa))
+        return out
+
+    def example(self, split: str, index: int, caption_fraction: float,
+                caption_prompt: str) -> tuple[np.ndarray, str, str]:
+        """A training example (image, prompt, answer): a caption or a random question."""
+        scene = self.scene(split, index)
+        rng = self.rng(split, index, stream=2)
+        if rng.random() < caption_fraction:
+            return scene.image, caption_prompt, caption(scene.objects)
+        while True:
+            kind = QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
+            qa = self.question(scene, kind, rng, split)
+            if qa is not None:
+                return scene.image, *qa
+
+    def corpus(self) -> str:
+        """Text covering every character the world can produce (for building a tokenizer)."""
+        parts = [*COLORS, *SHAPES, *SIZES, *POSITIONS, *NUMBERS, "yes no"]
+        for i in range(300):
+            scene = self.scene("train", i)
+            parts.append(caption(scene.objects))
+            parts.extend(f"{q} {a}" for _, q, a in self.questions("train", i))
+        return "\n".join(parts)

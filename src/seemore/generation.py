@@ -1,0 +1,110 @@
+"""Sampling and the decode loop.
+
+Prompts of different lengths are left-padded into one batch. Each row gets its own RoPE
+positions (counting from its first real token) and a boolean mask hides the padding, so a
+row of a batch decodes exactly as it would alone. With the KV cache (the default) the prompt
+is run once (prefill) and each step runs only the newest token; without it every step
+recomputes the whole sequence, which is slower and gives the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from seemore.errors import UserError
+
+
+def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+           top_p: float | None = None, generator: torch.Generator | None = None
+           ) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, vocab). temperature 0 means greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens before it already hold top_p of the mass
+        drop = probs.cumsum(dim=-1) - probs > top_p
+        drop = drop.scatter(-1, order, drop)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
+    """Mask (B, 1, n_new, S) for the last n_new of S positions: causal, hiding padded keys.
+    A padded query still sees itself, so no row of the softmax is empty (that would be NaN,
+    and NaN times a zero weight is still NaN in later layers)."""
+    S = valid.shape[1]
+    q_pos = torch.arange(S - n_new, S, device=valid.device)[:, None]  # (n_new, 1)
+    k_pos = torch.arange(S, device=valid.device)[None, :]  # (1, S)
+    causal = k_pos <= q_pos  # (n_new, S)
+    return (causal & (valid[:, None, :] | (k_pos == q_pos))).unsqueeze(1)
+
+
+@torch.no_grad()
+def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
+             max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, use_cache: bool = True, seed: int | None = None
+             ) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row (B,) per step, until every row has produced <eos>
+    or max_new_tokens is reached. Rows that are done yield <pad>."""
+    tok, context = model.tokenizer, model.config.model.decoder.max_seq_len
+    longest = max(len(p) for p in prompts)
+    if longest > context:
+        raise UserError(f"the prompt is {longest} tokens long but the model's context is "
+                        f"{context} tokens")
+    max_new_tokens = min(max_new_tokens, context - longest)
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+
+    B = len(prompts)
+    ids = torch.full((B, longest), tok.pad_id, dtype=torch.long, device=device)
+    for row, p in enumerate(prompts):
+        ids[row, longest - len(p):] = torch.tensor(p, device=device)
+    valid = ids != tok.pad_id  # (B, T)
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    x = model.embed(ids, images)  # (B, T, D)
+
+    decoder = model.decoder
+    if use_cache:
+        decoder.setup_cache(B, longest + max_new_tokens, x.dtype)
+    try:
+        logits = decoder(x, positions, _attention_mask(valid, longest))[:, -1]
+        for _ in range(max_new_tokens):
+            nxt = sample(logits, temperature, top_k, top_p, generator)
+            nxt = nxt.masked_fill(done, tok.pad_id)
+            yield nxt
+            done |= nxt == tok.eos_id
+            if done.all():
+                return
+            start = valid.shape[1]
+            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], 1)
+            positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+            x_new = decoder.embed(nxt[:, None])  # (B, 1, D)
+            if use_cache:
+                logits = decoder(x_new, positions[:, -1:], _attention_mask(valid, 1), start)
+            else:
+                x = torch.cat([x, x_new], dim=1)
+                logits = decoder(x, positions, _attention_mask(valid, x.shape[1]))
+            logits = logits[:, -1]
+    finally:
+        decoder.clear_cache()
+
+
+def generate_text(model, prompts: list[list[int]], images: torch.Tensor | None,
+                  max_new_tokens: int, **sampling) -> list[str]:
+    """Decoded completions of a batch of prompts (everything before <eos>)."""
+    rows: list[list[int]] = [[] for _ in prompts]
+    for step in generate(model, prompts, images, max_new_tokens, **sampling):
+        for row, t in enumerate(step.tolist()):
+            rows[row].append(t)
+    eos = model.tokenizer.eos_id
+    return [model.tokenizer.decode(r[: r.index(eos)] if eos in r else r) for r in rows]

@@ -1,0 +1,46 @@
+"""Multi-head self-attention on F.scaled_dot_product_attention, shared by every model.
+
+Fused qkv projection, optional grouped-query attention (fewer key/value heads), optional
+rotary embeddings and an optional KV cache. Scores are scaled by 1/sqrt(head_dim), the
+width of one head (the original seemore scaled by the model width).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seemore.layers.kv_cache import KVCache
+from seemore.layers.rope import apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, causal: bool):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = dim // n_heads
+        self.causal = causal
+        self.qkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * self.head_dim)
+        self.proj = nn.Linear(n_heads * self.head_dim, dim)  # residual projection
+        self.cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+        """x: (B, T, dim). mask: boolean (B, 1, T, S), True where a query may attend; None
+        means full attention, or causal attention for a causal layer. start: where x begins
+        in the KV cache, when one is attached."""
+        B, T, _ = x.shape
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.cache is not None:
+            k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, nh, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, q_size)  # (B, T, nh * hd)
+        return self.proj(y)

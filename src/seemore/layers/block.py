@@ -1,0 +1,35 @@
+"""The pre-norm transformer block, written once and used by the ViT and the decoder."""
+
+import torch
+import torch.nn as nn
+
+from seemore.layers.attention import Attention
+from seemore.layers.mlp import MLP
+from seemore.layers.norm import make_norm
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, mlp_ratio: float, norm: str,
+                 causal: bool):
+        super().__init__()
+        self.norm1 = make_norm(norm, dim)
+        self.attn = Attention(dim, n_heads, n_kv_heads, causal)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, rope=None, mask=None, start: int = 0) -> torch.Tensor:
+        # the residual stream carries the un-normalised x (the original added the normalised
+        # value back, which pre-norm must not do)
+        x = x + self.attn(self.norm1(x), rope, mask, start)
+        return x + self.mlp(self.norm2(x))
+
+
+def init_weights(module: nn.Module, n_layers: int) -> None:
+    """normal(0, 0.02) for linear and embedding weights, zero biases; residual output
+    projections scaled by 1/sqrt(2 * n_layers) as in GPT-2."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / (2 * n_layers) ** 0.5 if name.endswith("proj.weight") else 0.02
+            nn.init.normal_(p, mean=0.0, std=std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)

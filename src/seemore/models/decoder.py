@@ -1,0 +1,47 @@
+"""Decoder-only language model: token embedding, RoPE, causal pre-norm blocks, LM head."""
+
+import torch
+import torch.nn as nn
+
+from seemore.config import DecoderConfig
+from seemore.layers.block import Block, init_weights
+from seemore.layers.kv_cache import KVCache
+from seemore.layers.norm import make_norm
+from seemore.layers.rope import RotaryEmbedding
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.rope = RotaryEmbedding(c.dim // c.n_heads, c.max_seq_len, c.rope_base)
+        self.blocks = nn.ModuleList(
+            Block(c.dim, c.n_heads, c.kv_heads, c.mlp_ratio, c.norm, causal=True)
+            for _ in range(c.n_layers)
+        )
+        self.norm = make_norm(c.norm, c.dim)
+        self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        init_weights(self, c.n_layers)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor,
+                mask: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+        """x: input embeddings (B, T, D); positions: (B, T) RoPE positions; mask: boolean
+        (B, 1, T, S) or None for plain causal attention; start: cache write position.
+        Returns logits (B, T, vocab)."""
+        rope = self.rope(positions)
+        for block in self.blocks:
+            x = block(x, rope, mask, start)
+        return self.lm_head(self.norm(x))
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> None:
+        c, device = self.config, self.embed.weight.device
+        for block in self.blocks:
+            block.attn.cache = KVCache(batch, c.kv_heads, max_len, c.dim // c.n_heads, dtype,
+                                       device)
+
+    def clear_cache(self) -> None:
+        for block in self.blocks:
+            block.attn.cache = None

@@ -1,0 +1,50 @@
+"""Vision Transformer image encoder: patch embedding, class token, position embedding and
+pre-norm blocks. Returns every token's feature, class token first."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seemore.config import VisionConfig
+from seemore.layers.block import Block, init_weights
+from seemore.layers.norm import make_norm
+
+
+class ViT(nn.Module):
+    def __init__(self, config: VisionConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.grid_size**2, c.dim))
+        self.blocks = nn.ModuleList(
+            Block(c.dim, c.n_heads, c.n_heads, c.mlp_ratio, c.norm, causal=False)
+            for _ in range(c.n_layers)
+        )
+        self.norm = make_norm(c.norm, c.dim)
+        init_weights(self, c.n_layers)
+
+    def position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """The learned position embedding, bicubically resized when the patch grid differs
+        from the one it was trained at (a different image size)."""
+        g = self.config.grid_size
+        if (grid_h, grid_w) == (g, g):
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic",
+                                  align_corners=False)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+        return torch.cat([cls_pos, patch_pos], dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> features (B, 1 + N, dim), class token first."""
+        x = self.patch_embed(images)  # (B, D, H/p, W/p)
+        grid_h, grid_w = x.shape[2:]
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        x = x + self.position_embedding(grid_h, grid_w)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

@@ -1,0 +1,126 @@
+"""The vision-language model: ViT -> projector -> visual tokens spliced into the decoder's
+input at the <image> placeholder. Also the prompt format, and saving/loading a model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+
+from seemore.config import Config
+from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
+from seemore.errors import UserError
+from seemore.models.decoder import Decoder
+from seemore.models.projector import Projector
+from seemore.models.vit import ViT
+from seemore.tokenizer import CharTokenizer
+
+
+
+class VLM(nn.Module):
+    def __init__(self, config: Config, tokenizer: CharTokenizer):
+        super().__init__()
+        if config.model.decoder.vocab_size != len(tokenizer):
+            raise UserError(f"model.decoder.vocab_size ({config.model.decoder.vocab_size}) "
+                            f"does not match the tokenizer ({len(tokenizer)} tokens)")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.vision = ViT(config.model.vision)
+        self.projector = Projector(config.model)
+        self.decoder = Decoder(config.model.decoder)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed.weight.device
+
+    # --- prompts --------------------------------------------------------------------------
+
+    def prompt_ids(self, question: str) -> list[int]:
+        return prompt_ids(self.tokenizer, self.config.model.n_visual_tokens, question)
+
+    # --- forward --------------------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings (B, T, D) with the visual tokens written over the <image> slots."""
+        x = self.decoder.embed(ids)  # (B, T, D)
+        if images is None:
+            return x
+        visual = self.projector(self.vision(images))  # (B, M, D)
+        slots = ids == self.tokenizer.image_id  # (B, T)
+        if slots.sum() != visual.shape[0] * visual.shape[1]:
+            raise ValueError(f"the batch has {int(slots.sum())} <image> slots for "
+                             f"{visual.shape[0]} images of {visual.shape[1]} visual tokens")
+        return x.masked_scatter(slots.unsqueeze(-1), visual.to(x.dtype))
+
+    def forward(self, ids: torch.Tensor, images: torch.Tensor | None,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training forward on right-padded ids (B, T). labels (B, T) hold the target of each
+        position's *next* token prediction already shifted, IGNORE_INDEX where no loss is
+        taken. Returns (logits, mean loss over target tokens or None)."""
+        context = self.config.model.decoder.max_seq_len
+        if ids.shape[1] > context:
+            raise UserError(f"a training sequence is {ids.shape[1]} tokens long but the "
+                            f"model's context (model.decoder.max_seq_len) is {context}")
+        x = self.embed(ids, images)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        logits = self.decoder(x, positions)
+        if labels is None:
+            return logits, None
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                               ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    # --- the friendly API -----------------------------------------------------------------
+
+    def ask(self, image, question: str, max_new_tokens: int = 64, **sampling) -> str:
+        """Answer a question about one image (a path, a PIL image or an array)."""
+        return self.ask_batch([image], [question], max_new_tokens, **sampling)[0]
+
+    def caption(self, image, max_new_tokens: int | None = None, **sampling) -> str:
+        """Describe one image (a path, a PIL image or an array)."""
+        return self.ask(image, CAPTION_PROMPT, max_new_tokens or self._room(), **sampling)
+
+    def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
+                  **sampling) -> list[str]:
+        from seemore.data.images import load_image_tensor
+        from seemore.generation import generate_text
+
+        size = self.config.model.vision.image_size
+        pixels = torch.stack([load_image_tensor(im, size) for im in images]).to(self.device)
+        prompts = [self.prompt_ids(q) for q in questions]
+        return generate_text(self, prompts, pixels, max_new_tokens, **sampling)
+
+    def _room(self) -> int:
+        return self.config.model.decoder.max_seq_len - len(self.prompt_ids(CAPTION_PROMPT))
+
+    # --- model folder ---------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write config.json, model.safetensors and tokenizer.json (no pickles)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / "config.json")
+        self.tokenizer.save(folder / "tokenizer.json")
+        save_model(self, str(folder / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> VLM:
+        folder = Path(folder)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not (folder / name).is_file():
+                raise UserError(f"{folder} is not a seemore model folder: {name} is missing")
+        try:
+            config = Config.load(folder / "config.json")
+            tokenizer = CharTokenizer.load(folder / "tokenizer.json")
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(f"{folder}: unreadable config.json or tokenizer.json ({e})") from None
+        model = cls(config, tokenizer)
+        try:
+            load_model(model, str(folder / "model.safetensors"), device=str(device))
+        except Exception as e:  # safetensors raises several types for corrupt or foreign files
+            raise UserError(f"{folder / 'model.safetensors'}: cannot load weights ({e})") from None
+        return model.to(device).eval()

@@ -1,0 +1,140 @@
+"""The training loop: one function, read top to bottom.
+
+AdamW (weight decay on matrices only), linear warmup then cosine decay, gradient clipping,
+bf16 autocast where supported, periodic evaluation on val, a tqdm bar, metrics.jsonl, and
+the model folder written into the run folder at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from seemore.config import Config
+from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, ShapesDataset, collate
+from seemore.data.shapes import ShapesWorld
+from seemore.evaluation import evaluate
+from seemore.models.vlm import VLM
+from seemore.tokenizer import CharTokenizer
+
+
+def resolve_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_context(precision: str, device: torch.device):
+    """bf16 autocast when asked for, or when "auto" and the hardware runs bf16 fast."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "auto":
+        supported = (torch.cuda.is_bf16_supported() if device.type == "cuda"
+                     else device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not supported:
+            return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def learning_rate(step: int, config: Config) -> float:
+    """Linear warmup to lr, then cosine decay to min_lr at the last step."""
+    t = config.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_model(config: Config) -> VLM:
+    """A freshly initialised model whose tokenizer is built from the training world's text."""
+    world = ShapesWorld(config.model.vision.image_size)
+    tokenizer = CharTokenizer.from_text(world.corpus() + CAPTION_PROMPT + SEPARATOR)
+    decoder = dataclasses.replace(config.model.decoder, vocab_size=len(tokenizer))
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, decoder=decoder))
+    return VLM(config, tokenizer)
+
+
+def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=config.train.betas)
+
+
+def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
+    """Train a model on the shapes world and save it (with metrics) into out_dir."""
+    t = config.train
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t.seed)
+    device = resolve_device(t.device)
+    model = build_model(config).to(device)
+    config = model.config
+    config.save(out_dir / "config.json")
+    optimizer = make_optimizer(model, config)
+    autocast = autocast_context(t.precision, device)
+
+    world = ShapesWorld(config.model.vision.image_size)
+    dataset = ShapesDataset(world, "train", model.tokenizer, config.model.n_visual_tokens,
+                            config.data.caption_fraction, length=t.steps * t.batch_size)
+    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=False,
+                        num_workers=config.data.num_workers,
+                        collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
+
+    metrics = open(out_dir / "metrics.jsonl", "a")
+    bar = tqdm(total=t.steps, disable=not progress, desc="train", dynamic_ncols=True)
+    model.train()
+    tick, seen = time.perf_counter(), 0
+    for step, (images, ids, labels) in enumerate(loader):
+        lr = learning_rate(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, ids, labels = images.to(device), ids.to(device), labels.to(device)
+        with autocast:
+            _, loss = model(ids, images, labels)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += ids.shape[0]
+
+        last = step == t.steps - 1
+        if step % t.log_every == 0 or last:
+            elapsed = time.perf_counter() - tick
+            record = {"step": step, "loss": loss.item(), "lr": lr,
+                      "grad_norm": grad_norm.item(), "samples_per_s": seen / elapsed}
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
+                            samples_s=f"{record['samples_per_s']:.0f}")
+            tick, seen = time.perf_counter(), 0
+        if t.eval_every and step > 0 and (step % t.eval_every == 0 or last):
+            result = evaluate(model, "val", t.eval_scenes, with_captions=False)
+            metrics.write(json.dumps({"step": step, "val": result}) + "\n")
+            metrics.flush()
+            bar.write(f"step {step}: val VQA accuracy "
+                      f"{result['vqa_accuracy']['overall']:.3f}")
+            model.train()
+            tick = time.perf_counter()
+        bar.update(1)
+    bar.close()
+    metrics.close()
+    model.eval()
+    model.save_pretrained(out_dir)
+    return model
