@@ -30,6 +30,10 @@ class VisionConfig:
     n_heads: int = 4
     mlp_ratio: float = 4.0
     norm: str = "layernorm"
+    # per-channel pixel statistics the ViT normalises with (of the shapes world: a dark
+    # background, so a plain [-1, 1] scaling would leave the objects a small signal)
+    image_mean: tuple[float, float, float] = (0.23, 0.22, 0.22)
+    image_std: tuple[float, float, float] = (0.14, 0.11, 0.11)
 
     def __post_init__(self) -> None:
         _check(self.image_size % self.patch_size == 0,

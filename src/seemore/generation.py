@@ -51,10 +51,11 @@ def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
              max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, use_cache: bool = True, seed: int | None = None
-             ) -> Iterator[torch.Tensor]:
+             top_p: float | None = None, use_cache: bool = True, seed: int | None = None,
+             stop_at_eos: bool = True) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) per step, until every row has produced <eos>
-    or max_new_tokens is reached. Rows that are done yield <pad>."""
+    or max_new_tokens is reached. Rows that are done yield <pad>. stop_at_eos=False always
+    runs max_new_tokens steps (for benchmarks)."""
     tok, context = model.tokenizer, model.config.model.decoder.max_seq_len
     longest = max(len(p) for p in prompts)
     if longest > context:
@@ -82,7 +83,8 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
             nxt = sample(logits, temperature, top_k, top_p, generator)
             nxt = nxt.masked_fill(done, tok.pad_id)
             yield nxt
-            done |= nxt == tok.eos_id
+            if stop_at_eos:
+                done |= nxt == tok.eos_id
             if done.all():
                 return
             start = valid.shape[1]

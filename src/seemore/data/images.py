@@ -1,7 +1,7 @@
 """Turning what the user gives (a path, a PIL image, an array) into a normalised tensor.
 
 Policy: decode, convert to RGB (alpha composited on white), resize by squashing to the
-model's square input size with bicubic filtering, and scale pixels to [-1, 1].
+model's square input size with bicubic filtering, and scale pixels to [0, 1].
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def _name(source) -> str:
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]; the model normalises further."""
+    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
 
 
 def load_image_tensor(source, size: int) -> torch.Tensor:

@@ -222,13 +222,13 @@ class ShapesWorld:
                 out.append((kind, *qa))
         return out
 
-    def example(self, split: str, index: int, caption_fraction: float,
+    def example(self, split: str, index: int, is_caption: bool,
                 caption_prompt: str) -> tuple[np.ndarray, str, str]:
-        """A training example (image, prompt, answer): a caption or a random question."""
+        """A training example (image, prompt, answer): the caption or a random question."""
         scene = self.scene(split, index)
-        rng = self.rng(split, index, stream=2)
-        if rng.random() < caption_fraction:
+        if is_caption:
             return scene.image, caption_prompt, caption(scene.objects)
+        rng = self.rng(split, index, stream=2)
         while True:
             kind = QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
             qa = self.question(scene, kind, rng, split)

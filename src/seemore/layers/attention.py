@@ -24,10 +24,12 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+                mask: torch.Tensor | None = None, start: int = 0,
+                n_queries: int | None = None) -> torch.Tensor:
         """x: (B, T, dim). mask: boolean (B, 1, T, S), True where a query may attend; None
         means full attention, or causal attention for a causal layer. start: where x begins
-        in the KV cache, when one is attached."""
+        in the KV cache, when one is attached. n_queries: return only the first n positions'
+        outputs (all positions still serve as keys and values)."""
         B, T, _ = x.shape
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -38,6 +40,8 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
+        if n_queries is not None:
+            q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
             enable_gqa=self.n_kv_heads != self.n_heads,

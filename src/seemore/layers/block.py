@@ -17,10 +17,12 @@ class Block(nn.Module):
         self.norm2 = make_norm(norm, dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, rope=None, mask=None, start: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, mask=None, start: int = 0,
+                n_queries: int | None = None) -> torch.Tensor:
+        """n_queries: compute only the first n positions' outputs (see Attention)."""
         # the residual stream carries the un-normalised x (the original added the normalised
         # value back, which pre-norm must not do)
-        x = x + self.attn(self.norm1(x), rope, mask, start)
+        x = x[:, :n_queries] + self.attn(self.norm1(x), rope, mask, start, n_queries)
         return x + self.mlp(self.norm2(x))
 
 

@@ -16,9 +16,10 @@ class Projector(nn.Module):
         self.tokens = config.projector.tokens
         self.shuffle = config.projector.pixel_shuffle
         in_dim = config.vision.dim * self.shuffle**2
+        # PyTorch's default init (std ~ 1/sqrt(3 fan_in)), as LLaVA: visual tokens start at
+        # unit scale. With the decoder's std-0.02 init they came out ~50x smaller than
+        # the residual stream and the decoder learned to ignore the image.
         self.mlp = MLP(in_dim, config.decoder.dim, config.decoder.dim)
-        for p in self.mlp.parameters():
-            nn.init.normal_(p, std=0.02) if p.dim() >= 2 else nn.init.zeros_(p)
 
     def pixel_shuffle(self, x: torch.Tensor) -> torch.Tensor:
         """(B, g*g, D) -> (B, (g/s)^2, s*s*D): each token holds an s x s block of patches."""

@@ -24,6 +24,10 @@ class ViT(nn.Module):
         )
         self.norm = make_norm(c.norm, c.dim)
         init_weights(self, c.n_layers)
+        self.register_buffer("pixel_mean", torch.tensor(c.image_mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(c.image_std).view(1, 3, 1, 1),
+                             persistent=False)
 
     def position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """The learned position embedding, bicubically resized when the patch grid differs
@@ -38,13 +42,17 @@ class ViT(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
         return torch.cat([cls_pos, patch_pos], dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W) -> features (B, 1 + N, dim), class token first."""
-        x = self.patch_embed(images)  # (B, D, H/p, W/p)
+    def forward(self, images: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """images (B, 3, H, W) with pixels in [0, 1] -> features (B, 1 + N, dim), class token
+        first; or only the class token's (B, 1, dim) when cls_only, which lets the last block
+        skip the MLP and output projection of every patch (a quarter of a 3-block ViT)."""
+        x = (images - self.pixel_mean) / self.pixel_std
+        x = self.patch_embed(x)  # (B, D, H/p, W/p)
         grid_h, grid_w = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
         x = x + self.position_embedding(grid_h, grid_w)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x = block(x, n_queries=1 if cls_only and last else None)
         return self.norm(x)

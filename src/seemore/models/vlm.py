@@ -20,7 +20,6 @@ from seemore.models.vit import ViT
 from seemore.tokenizer import CharTokenizer
 
 
-
 class VLM(nn.Module):
     def __init__(self, config: Config, tokenizer: CharTokenizer):
         super().__init__()
@@ -49,7 +48,8 @@ class VLM(nn.Module):
         x = self.decoder.embed(ids)  # (B, T, D)
         if images is None:
             return x
-        visual = self.projector(self.vision(images))  # (B, M, D)
+        features = self.vision(images, cls_only=self.config.model.projector.tokens == "cls")
+        visual = self.projector(features)  # (B, M, D)
         slots = ids == self.tokenizer.image_id  # (B, T)
         if slots.sum() != visual.shape[0] * visual.shape[1]:
             raise ValueError(f"the batch has {int(slots.sum())} <image> slots for "

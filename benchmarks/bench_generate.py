@@ -1,0 +1,64 @@
+"""Generation speed: new tokens/s of greedy decoding, with and without the KV cache.
+
+    python benchmarks/bench_generate.py
+
+The model has the seemore-classic dimensions (random weights; speed does not depend on
+them) with the context raised so that 200 new tokens fit. The timed call is the whole of
+``generate``: image encoding, prefill and every decode step, for 200 new tokens per row
+(no stop at <eos>), in fp32.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit, machine, median_time  # noqa: E402
+
+from seemore.config import apply_overrides, get_preset  # noqa: E402
+from seemore.generation import generate  # noqa: E402
+from seemore.train.loop import build_model  # noqa: E402
+
+QUESTION = "what color is the large circle?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="seemore-classic")
+    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--batch-sizes", default="1,16")
+    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    config = get_preset(args.preset)
+    context = config.model.n_visual_tokens + len(QUESTION) + args.new_tokens + 8
+    config = apply_overrides(config, [f"model.decoder.max_seq_len={context}"])
+    model = build_model(config).eval()
+    size = config.model.vision.image_size
+    print(f"preset {args.preset} (context {context}), {args.new_tokens} new greedy tokens, "
+          f"fp32, median of {args.repeats}")
+    figures = {"benchmark": "generate", "preset": args.preset, "new_tokens": args.new_tokens}
+    for batch in map(int, args.batch_sizes.split(",")):
+        images = torch.randn(batch, 3, size, size)
+        prompts = [model.prompt_ids(QUESTION)] * batch
+        for use_cache in (True, False):
+            def call():
+                steps = list(generate(model, prompts, images, args.new_tokens,
+                                      use_cache=use_cache, stop_at_eos=False))
+                assert len(steps) == args.new_tokens
+            call()
+            repeats = args.repeats if use_cache else max(1, args.repeats // 2)
+            seconds, _ = median_time(call, repeats)
+            rate = batch * args.new_tokens / seconds
+            key = f"tokens_per_s_batch{batch}_{'cache' if use_cache else 'nocache'}"
+            figures[key] = round(rate, 1)
+            print(f"  batch {batch:>3}, cache {'on ' if use_cache else 'off'}: "
+                  f"{rate:8.1f} new tokens/s ({seconds:.2f}s per call)")
+    emit({**figures, **machine()})
+
+
+if __name__ == "__main__":
+    main()

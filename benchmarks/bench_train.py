@@ -1,0 +1,108 @@
+"""Training speed: samples/s and achieved GFLOP/s of one optimizer step.
+
+    python benchmarks/bench_train.py --preset seemore-classic --batch-size 16 --text-len 32
+
+A step is forward, backward, gradient clipping and AdamW on one batch of random images and
+text (text-len tokens after the visual tokens), under the precision the training loop would
+use. FLOPs are the usual model count: 6 x parameters x tokens for every matmul of the ViT and
+the decoder, plus attention, for the full model, so the figure is comparable with other
+implementations. (With a class-token-only projector our ViT skips most of its last block
+for the patches, so it does less work than it is credited with; see models/vit.py.)
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit, machine, matmul_peak, median_time  # noqa: E402
+
+from seemore.config import apply_overrides, get_preset  # noqa: E402
+from seemore.train.loop import (  # noqa: E402
+    attention_context,
+    autocast_context,
+    build_model,
+    make_optimizer,
+    use_bf16,
+)
+
+
+def step_flops(config, batch: int, text_len: int) -> float:
+    v, d, m = config.model.vision, config.model.decoder, config.model
+    vit_tokens = 1 + v.grid_size**2
+    vit = 12 * v.dim**2 * v.n_layers * vit_tokens + 2 * v.n_layers * vit_tokens**2 * v.dim
+    vit += 3 * v.patch_size**2 * v.dim * v.grid_size**2
+    dec_tokens = 1 + m.n_visual_tokens + text_len
+    kv_dim = d.kv_heads * d.dim // d.n_heads
+    per_layer = d.dim * (2 * d.dim + 2 * kv_dim) + 2 * d.dim * int(d.dim * d.mlp_ratio)
+    dec = per_layer * d.n_layers * dec_tokens + d.dim * d.vocab_size * dec_tokens
+    dec += 2 * d.n_layers * dec_tokens**2 * d.dim
+    proj_in = v.dim * m.projector.pixel_shuffle**2
+    proj = (proj_in * d.dim + d.dim**2) * m.n_visual_tokens
+    return 6.0 * batch * (vit + dec + proj)  # 2 FLOPs per multiply-add, x3 for backward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="seemore-classic")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--text-len", type=int, default=32)
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--steps", type=int, default=10, help="steps per timing")
+    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    config = apply_overrides(get_preset(args.preset), [f"train.precision={args.precision}"])
+    model = build_model(config).train()
+    config = model.config
+    B, T, M = args.batch_size, args.text_len, config.model.n_visual_tokens
+    ids = torch.randint(5, len(model.tokenizer), (B, 1 + M + T))
+    ids[:, 1:1 + M] = model.tokenizer.image_id
+    labels = ids.roll(-1, dims=1)
+    size = config.model.vision.image_size
+    images = torch.randn(B, 3, size, size)
+    optimizer = make_optimizer(model, config)
+    device = torch.device("cpu")
+    autocast = autocast_context(args.precision, device)
+
+    def step():
+        with autocast, attention_context(args.precision, device):
+            _, loss = model(ids, images, labels)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    seconds, _ = median_time(lambda: [step() for _ in range(args.steps)], args.repeats)
+    step_s = seconds / args.steps
+    flops = step_flops(config, B, T)
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    bf16 = use_bf16(args.precision, device)
+    achieved = flops / step_s / 1e9
+    figures = {
+        "benchmark": "train", "preset": args.preset, "batch_size": B, "text_len": T,
+        "precision": "bf16" if bf16 else "fp32", "samples_per_s": round(B / step_s, 1),
+        "step_ms": round(step_s * 1000, 1), "gflop_per_step": round(flops / 1e9, 1),
+        "achieved_gflop_s": round(achieved, 1), "peak_gflop_s_fp32": round(peak["fp32"], 1),
+        "peak_gflop_s_bf16": round(peak["bf16"], 1),
+        "fraction_of_peak": round(achieved / peak["bf16" if bf16 else "fp32"], 3),
+        **machine(),
+    }
+    print(f"preset {args.preset}, batch {B}, text length {T}, {figures['precision']}, "
+          f"median of {args.repeats} x {args.steps} steps")
+    print(f"  {figures['samples_per_s']} samples/s ({figures['step_ms']} ms/step)")
+    print(f"  {figures['gflop_per_step']} GFLOP/step assumed -> {figures['achieved_gflop_s']} "
+          f"GFLOP/s achieved")
+    print(f"  matmul peak here: {figures['peak_gflop_s_fp32']} GFLOP/s fp32, "
+          f"{figures['peak_gflop_s_bf16']} bf16; the step reaches "
+          f"{figures['fraction_of_peak']:.0%} of the {figures['precision']} peak")
+    emit(figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from seemore.cli import main
+
+raise SystemExit(main())

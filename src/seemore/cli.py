@@ -1,0 +1,151 @@
+"""The `seemore` command: train, eval, caption, ask.
+
+Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from seemore.config import PRESETS, apply_overrides, get_preset, override_keys
+from seemore.errors import UserError
+
+
+def _override_help() -> str:
+    default = get_preset("default")
+    lines = ["config keys (set as key=value; defaults shown are the 'default' preset's):"]
+    for key, hint in override_keys().items():
+        value = default
+        for part in key.split("."):
+            value = getattr(value, part)
+        lines.append(f"  {key}={value}  ({getattr(hint, '__name__', hint)})")
+    presets = ", ".join(PRESETS)
+    return "\n".join(lines) + f"\n\npresets: {presets}"
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy (default)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seemore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on the built-in shapes world",
+                       epilog=_override_help(), formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                   help="auto (default): bf16 autocast where supported; fp32 turns it off")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    p = sub.add_parser("eval", help="evaluate a run on the test and compositional splits")
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("--scenes", type=int, default=None,
+                   help="scenes per split (default: the run's train.final_eval_scenes)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+
+    p = sub.add_parser("caption", help="describe images")
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("images", nargs="+", help="image files")
+    _add_sampling(p)
+
+    p = sub.add_parser("ask", help="answer a question about an image")
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("image", help="image file")
+    p.add_argument("question", help='for example "what color is the circle?"')
+    _add_sampling(p)
+    return parser
+
+
+def cmd_train(args) -> None:
+    from seemore.train.loop import train
+
+    config = get_preset(args.preset)
+    overrides = list(args.overrides)
+    if args.precision:
+        overrides.append(f"train.precision={args.precision}")
+    config = apply_overrides(config, overrides)
+    out = Path(args.out or f"runs/{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "model.safetensors").exists():
+        raise UserError(f"{out} already holds a trained model; choose another --out")
+    print(f"training preset {config.preset!r} for {config.train.steps} steps -> {out}")
+    start = time.perf_counter()
+    model = train(config, out, progress=not args.no_progress)
+    print(f"trained in {time.perf_counter() - start:.0f}s")
+    run_eval(model, out, config.train.final_eval_scenes)
+    show_samples(model)
+    print(f"\nsaved to {out}; try: seemore ask {out} IMAGE \"what color is the circle?\"")
+
+
+def run_eval(model, out: Path, n_scenes: int) -> dict:
+    from seemore.evaluation import evaluate, format_table
+
+    results = {split: evaluate(model, split, n_scenes) for split in ("test", "compositional")}
+    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+    return results
+
+
+def show_samples(model, n: int = 3) -> None:
+    """Questions about n held-out test images: the model's answer next to the truth."""
+    from seemore.data.shapes import ShapesWorld, caption
+
+    world = ShapesWorld(model.config.model.vision.image_size)
+    for i in range(n):
+        scene = world.scene("test", i)
+        print(f"\ntest image {i}: {caption(scene.objects)}")
+        answer = model.caption(scene.image)
+        print(f"  {'ok' if answer == caption(scene.objects) else 'XX'} caption: {answer}")
+        for _, question, truth in world.questions("test", i):
+            answer = model.ask(scene.image, question)
+            mark = "ok" if answer == truth else "XX"
+            print(f"  {mark} {question:<42} model: {answer:<14} truth: {truth}")
+
+
+def _load(args):
+    import seemore
+
+    folder = Path(args.run)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such run folder")
+    return seemore.load(folder, args.device)
+
+
+def _sampling(args) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "seed": args.seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            cmd_train(args)
+        elif args.command == "eval":
+            model = _load(args)
+            run_eval(model, Path(args.run),
+                     args.scenes or model.config.train.final_eval_scenes)
+        elif args.command == "caption":
+            model = _load(args)
+            for image in args.images:
+                print(f"{image}: {model.caption(image, **_sampling(args))}")
+        elif args.command == "ask":
+            model = _load(args)
+            print(model.ask(args.image, args.question, **_sampling(args)))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from seemore.config import apply_overrides, get_preset
+from seemore.train.loop import build_model, train
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_model():
+    """An untrained tiny model (fp32, random weights)."""
+    return build_model(get_preset("tiny")).eval()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny model trained once for the whole session: (run folder, model)."""
+    out = tmp_path_factory.mktemp("run")
+    config = apply_overrides(get_preset("tiny"), ["train.steps=150"])
+    model = train(config, out, progress=False)
+    return out, model

@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seemore.cli import main
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "scene.png"
+    from seemore.data.shapes import ShapesWorld
+
+    Image.fromarray(ShapesWorld(32).scene("test", 0).image).save(path)
+    return path
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "seemore", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_ask_and_caption(trained_run, image_file, capsys):
+    out, _ = trained_run
+    assert main(["ask", str(out), str(image_file), "what color is the circle?"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["caption", str(out), str(image_file), str(image_file)]) == 0
+    assert capsys.readouterr().out.count(str(image_file)) == 2
+
+
+def test_eval_writes_the_documented_eval_json(trained_run, capsys):
+    out, _ = trained_run
+    assert main(["eval", str(out), "--scenes", "10"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result) == {"test", "compositional"}
+    for split in result.values():
+        assert set(split["vqa_accuracy"]) == {"overall", "color", "shape", "size", "position",
+                                              "count", "exist"}
+        assert 0.0 <= split["caption_object_f1"] <= 1.0
+    assert "caption F1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (None, ["missing.png", "what?"], "missing.png: no such file"),
+    ("garbage", ["{f}", "what?"], "not a readable image"),
+    ("empty", ["{f}", "what?"], "not a readable image"),
+    ("png", ["{f}", "   "], "the question is empty"),
+    ("png", ["{f}", "WHAT color?"], "characters the tokenizer does not know: 'AHTW'"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(trained_run, tmp_path, make, args, message):
+    out, _ = trained_run
+    f = tmp_path / "input.png"
+    if make == "garbage":
+        f.write_bytes(b"this is not an image")
+    elif make == "empty":
+        f.write_bytes(b"")
+    elif make == "png":
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(f)
+    result = run("ask", out, *[a.format(f=f) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_prompt_longer_than_context_is_rejected(trained_run, image_file):
+    out, model = trained_run
+    result = run("ask", out, image_file, "a" * 300)
+    assert result.returncode == 2
+    assert f"context is {model.config.model.decoder.max_seq_len} tokens" in result.stderr
+
+
+def test_missing_run_folder_and_bad_override(tmp_path):
+    result = run("ask", tmp_path / "nope", "x.png", "what?")
+    assert result.returncode == 2 and "no such run folder" in result.stderr
+    result = run("train", "--out", tmp_path / "r", "train.stepz=3")
+    assert result.returncode == 2 and "unknown config key 'train.stepz'" in result.stderr
+
+
+def test_train_command_end_to_end(tmp_path):
+    result = run("train", "--preset", "tiny", "--out", tmp_path / "r", "--no-progress",
+                 "train.steps=5", "train.final_eval_scenes=4")
+    assert result.returncode == 0, result.stderr
+    assert "compositional" in result.stdout and "test image 2" in result.stdout
+    assert (tmp_path / "r" / "eval.json").exists()

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from seemore.config import PRESETS, Config, apply_overrides, get_preset
+from seemore.errors import UserError
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json(name, tmp_path):
+    config = get_preset(name)
+    config.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == config
+    assert json.loads((tmp_path / "config.json").read_text())["format_version"] == 1
+
+
+def test_classic_preset_has_the_original_dimensions():
+    m = get_preset("seemore-classic").model
+    assert (m.vision.image_size, m.vision.patch_size, m.vision.dim, m.vision.n_layers) == (
+        96, 16, 512, 3)
+    assert (m.decoder.dim, m.decoder.n_layers, m.decoder.n_heads) == (128, 8, 8)
+    assert m.projector.tokens == "cls" and m.n_visual_tokens == 1
+
+
+def test_overrides_are_typed_and_return_a_new_config():
+    base = get_preset("tiny")
+    config = apply_overrides(base, ["model.decoder.dim=96", "train.lr=0.01",
+                                    "model.decoder.tie_embeddings=false", "train.betas=0.8,0.9"])
+    assert config.model.decoder.dim == 96 and config.train.lr == 0.01
+    assert config.model.decoder.tie_embeddings is False and config.train.betas == (0.8, 0.9)
+    assert base.model.decoder.dim == 64
+
+
+@pytest.mark.parametrize("override, message", [
+    ("nope.key=1", "unknown config key"),
+    ("train.steps=ten", "expected a value of type int"),
+    ("train.steps", "not of the form key=value"),
+    ("model.decoder.n_heads=5", "divisible"),
+    ("train.precision=fp8", "train.precision"),
+])
+def test_bad_overrides_say_what_is_wrong(override, message):
+    with pytest.raises(UserError, match=message):
+        apply_overrides(get_preset("tiny"), [override])
+
+
+def test_unknown_preset():
+    with pytest.raises(UserError, match="unknown preset 'huge'"):
+        get_preset("huge")

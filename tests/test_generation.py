@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from seemore.config import apply_overrides, get_preset
+from seemore.errors import UserError
+from seemore.generation import generate, sample
+from seemore.train.loop import build_model
+
+QUESTIONS = ["what color is the circle?", "how many objects are there?", "is there a red square?",
+             "where is the large blue triangle?"]
+
+
+def _greedy(model, questions, images, use_cache, n=24):
+    prompts = [model.prompt_ids(q) for q in questions]
+    steps = list(generate(model, prompts, images, n, use_cache=use_cache))
+    return torch.stack(steps, dim=1)  # (B, steps)
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.decoder.n_kv_heads=1"],
+                                       ["model.projector.tokens=cls"]])
+def test_cached_greedy_equals_recomputing_the_whole_sequence(overrides):
+    model = build_model(apply_overrides(get_preset("tiny"), overrides)).eval()
+    images = torch.randn(4, 3, 32, 32)
+    cached = _greedy(model, QUESTIONS, images, use_cache=True)
+    uncached = _greedy(model, QUESTIONS, images, use_cache=False)
+    assert cached.shape[1] > 5
+    assert torch.equal(cached, uncached)
+
+
+def test_each_row_of_a_batch_equals_the_prompt_generated_alone(tiny_model):
+    images = torch.randn(4, 3, 32, 32)
+    batched = _greedy(tiny_model, QUESTIONS, images, use_cache=True)
+    for row, question in enumerate(QUESTIONS):
+        alone = _greedy(tiny_model, [question], images[row:row + 1], use_cache=True)[0]
+        n = alone.shape[0]
+        assert torch.equal(batched[row, :n], alone)
+
+
+def test_sample_greedy_top_k_and_top_p():
+    logits = torch.tensor([[1.0, 3.0, 2.0, -1.0]])
+    assert sample(logits).item() == 1
+    g = torch.Generator().manual_seed(0)
+    draws = {sample(logits, 1.0, top_k=2, generator=g).item() for _ in range(200)}
+    assert draws == {1, 2}
+    # probabilities ~ [0.09, 0.66, 0.24, 0.01]: top_p 0.7 keeps the two likeliest
+    draws = {sample(logits, 1.0, top_p=0.7, generator=g).item() for _ in range(200)}
+    assert draws == {1, 2}
+    draws = {sample(logits, 1.0, top_p=0.5, generator=g).item() for _ in range(50)}
+    assert draws == {1}
+
+
+def test_generation_stops_at_eos_and_respects_max_new_tokens(tiny_model):
+    images = torch.randn(1, 3, 32, 32)
+    steps = _greedy(tiny_model, QUESTIONS[:1], images, use_cache=True, n=7)
+    assert steps.shape[1] <= 7
+
+
+def test_prompt_longer_than_the_context_is_rejected_with_both_lengths(tiny_model):
+    context = tiny_model.config.model.decoder.max_seq_len
+    prompt = tiny_model.prompt_ids("a" * (context + 10))
+    with pytest.raises(UserError, match=rf"{len(prompt)} tokens long .* context is {context}"):
+        next(generate(tiny_model, [prompt], torch.randn(1, 3, 32, 32), 5))

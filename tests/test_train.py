@@ -1,0 +1,47 @@
+import json
+
+import torch
+
+from seemore import load
+from seemore.config import get_preset
+from seemore.evaluation import caption_f1, evaluate
+from seemore.train.loop import learning_rate
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr():
+    config = get_preset("tiny")
+    t = config.train
+    lrs = [learning_rate(s, config) for s in range(t.steps)]
+    assert lrs[0] < lrs[t.warmup_steps - 1] == t.lr
+    assert all(a >= b for a, b in zip(lrs[t.warmup_steps:], lrs[t.warmup_steps + 1:]))
+    assert abs(lrs[-1] - t.min_lr) < 1e-3 * t.lr
+
+
+def test_tiny_model_learns_the_colour_question(trained_run):
+    """Chance on the colour question is 1/6; a few seconds of training must beat it widely."""
+    out, model = trained_run
+    losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")
+              if '"loss"' in line]
+    assert losses[-1] < 0.5 * losses[0]
+    result = evaluate(model, "val", 60, with_captions=False)
+    assert result["vqa_accuracy"]["color"] > 0.5
+    assert result["vqa_accuracy"]["exist"] > 0.5
+
+
+def test_run_folder_loads_back_to_the_same_model(trained_run):
+    out, model = trained_run
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors",
+                                               "tokenizer.json", "metrics.jsonl"}
+    loaded = load(out)
+    assert loaded.config == model.config and loaded.tokenizer == model.tokenizer
+    image = torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8).numpy()
+    assert loaded.ask(image, "what color is the circle?") == model.ask(
+        image, "what color is the circle?")
+
+
+def test_caption_f1():
+    truth = ["a large red circle at the top left and a small blue square in the center"]
+    assert caption_f1(truth, truth) == 1.0
+    half = ["a large red circle at the top left"]
+    assert abs(caption_f1(half, truth) - 2 / 3) < 1e-9
+    assert caption_f1(["gibberish"], truth) == 0.0
