@@ -45,10 +45,11 @@ def main() -> None:
         images = torch.randn(batch, 3, size, size)
         prompts = [model.prompt_ids(QUESTION)] * batch
         for use_cache in (True, False):
-            def call():
+            def call(prompts=prompts, images=images, use_cache=use_cache):
                 steps = list(generate(model, prompts, images, args.new_tokens,
                                       use_cache=use_cache, stop_at_eos=False))
                 assert len(steps) == args.new_tokens
+
             call()
             repeats = args.repeats if use_cache else max(1, args.repeats // 2)
             seconds, _ = median_time(call, repeats)

@@ -63,43 +63,66 @@ def test_decoder_is_causal():
     torch.testing.assert_close(dec(x2, pos)[:, :4], full[:, :4])
 
 
-def _batch(model, pairs):
+def _batch(model, pairs, per_row=1):
+    """A batch of rows, each packing per_row of the (question, answer) pairs."""
     n = model.config.model.n_visual_tokens
-    items = [(torch.randn(3, 32, 32), *training_sequence(model.tokenizer, n, q, a))
-             for q, a in pairs]
+    rows = [pairs[i:i + per_row] for i in range(0, len(pairs), per_row)]
+    items = [(torch.rand(3, 32, 32), training_sequence(model.tokenizer, n, row)) for row in rows]
     return collate(items, model.tokenizer.pad_id)
 
 
+PAIRS = [("what color is the circle?", "red"), ("how many objects are there?", "3"),
+         ("describe the image.", "a small blue square in the center")]
+
+
 def test_loss_is_taken_on_answer_tokens_only(tiny_model):
-    images, ids, labels = _batch(tiny_model, [("what color is the circle?", "red"),
-                                              ("how many objects are there?", "3")])
-    targets = labels[labels != IGNORE_INDEX]
+    b = _batch(tiny_model, PAIRS[:2])
+    targets = b.labels[b.labels != IGNORE_INDEX]
     eos = tiny_model.tokenizer.eos_id
     assert tiny_model.tokenizer.decode(targets.tolist()) == "red3"
     assert (targets == eos).sum() == 2
     # padding never contributes: changing the pad tokens leaves the loss unchanged
-    _, loss = tiny_model(ids, images, labels)
-    ids2 = ids.clone()
-    ids2[ids == tiny_model.tokenizer.pad_id] = 7
-    _, loss2 = tiny_model(ids2, images, labels)
+    _, loss = tiny_model(b.ids, b.images, b.labels, b.positions, b.mask)
+    ids2 = b.ids.clone()
+    ids2[b.ids == tiny_model.tokenizer.pad_id] = 7
+    _, loss2 = tiny_model(ids2, b.images, b.labels, b.positions, b.mask)
     torch.testing.assert_close(loss, loss2)
 
 
 def test_loss_matches_a_direct_computation(tiny_model):
-    images, ids, labels = _batch(tiny_model, [("what shape is the red object?", "square")])
-    logits, loss = tiny_model(ids, images, labels)
-    keep = labels[0] != IGNORE_INDEX
-    expected = F.cross_entropy(logits[0][keep], labels[0][keep])
+    b = _batch(tiny_model, PAIRS[:1])
+    logits, loss = tiny_model(b.ids, b.images, b.labels, b.positions, b.mask)
+    keep = b.labels[0] != IGNORE_INDEX
+    expected = F.cross_entropy(logits[0][keep], b.labels[0][keep])
     torch.testing.assert_close(loss, expected)
+    # one task alone needs no packing: default positions and plain causal attention agree
+    logits2, _ = tiny_model(b.ids, b.images, b.labels)
+    torch.testing.assert_close(logits2, logits)
 
 
-def test_visual_tokens_are_spliced_at_the_image_slots(tiny_model):
-    images, ids, _ = _batch(tiny_model, [("what color is the circle?", "red")])
-    x = tiny_model.embed(ids, images)
-    slots = ids[0] == tiny_model.tokenizer.image_id
-    visual = tiny_model.projector(tiny_model.vision(images))
-    torch.testing.assert_close(x[0, slots], visual[0])
-    torch.testing.assert_close(x[0, ~slots], tiny_model.decoder.embed(ids[0, ~slots]))
+def test_packed_tasks_compute_exactly_as_if_each_were_alone(tiny_model):
+    images = torch.rand(1, 3, 32, 32)
+    n = tiny_model.config.model.n_visual_tokens
+    packed = collate([(images[0], training_sequence(tiny_model.tokenizer, n, PAIRS))],
+                     tiny_model.tokenizer.pad_id)
+    logits, _ = tiny_model(packed.ids, packed.images, None, packed.positions, packed.mask)
+    packed_targets = logits[0][packed.labels[0] != IGNORE_INDEX]
+    alone = []
+    for pair in PAIRS:
+        b = collate([(images[0], training_sequence(tiny_model.tokenizer, n, [pair]))],
+                    tiny_model.tokenizer.pad_id)
+        out, _ = tiny_model(b.ids, b.images)
+        alone.append(out[0][b.labels[0] != IGNORE_INDEX])
+    torch.testing.assert_close(packed_targets, torch.cat(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_visual_tokens_are_written_over_every_image_slot(tiny_model):
+    b = _batch(tiny_model, PAIRS[:2], per_row=2)
+    x = tiny_model.embed(b.ids, b.images)
+    slots = b.ids[0] == tiny_model.tokenizer.image_id
+    visual = tiny_model.projector(tiny_model.vision(b.images))
+    torch.testing.assert_close(x[0, slots], torch.cat([visual[0], visual[0]]))
+    torch.testing.assert_close(x[0, ~slots], tiny_model.decoder.embed(b.ids[0, ~slots]))
 
 
 def test_tied_and_untied_embeddings_survive_save_and_load(tmp_path):

@@ -17,6 +17,7 @@ from seemore.errors import UserError
 
 FORMAT_VERSION = 1
 NORMS = ("layernorm", "rmsnorm")
+TASKS = ("caption", "color", "shape", "size", "position", "count", "exist")
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,19 @@ class DataConfig:
     """The built-in shapes world and how training examples are drawn from it."""
 
     dataset: str = "shapes"
-    caption_fraction: float = 0.25  # the rest are question/answer pairs
+    # the tasks to train on: "caption" and question types
+    tasks: tuple[str, ...] = TASKS
+    # how many of them each image carries, packed into one sequence (see data/collate.py)
+    tasks_per_image: int = 1
     num_workers: int = 0
 
     def __post_init__(self) -> None:
         _check(self.dataset == "shapes", f"data.dataset must be 'shapes', got {self.dataset!r}")
-        _check(0.0 <= self.caption_fraction <= 1.0, "data.caption_fraction must be in [0, 1]")
+        unknown = set(self.tasks) - set(TASKS)
+        _check(bool(self.tasks) and not unknown,
+               f"data.tasks must be a non-empty subset of {', '.join(TASKS)}")
+        _check(1 <= self.tasks_per_image <= len(self.tasks),
+               f"data.tasks_per_image must be between 1 and {len(self.tasks)}")
 
 
 @dataclass(frozen=True)
@@ -227,8 +235,9 @@ PRESETS: dict[str, Config] = {
         model=ModelConfig(
             vision=VisionConfig(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
             projector=ProjectorConfig(tokens="patches", pixel_shuffle=2),
-            decoder=DecoderConfig(dim=192, n_layers=4, n_heads=6, max_seq_len=192),
+            decoder=DecoderConfig(dim=128, n_layers=4, n_heads=4, max_seq_len=192),
         ),
+        train=TrainConfig(steps=1400),
     ),
     "seemore-classic": Config(
         preset="seemore-classic",
@@ -281,19 +290,18 @@ def _parse_value(key: str, text: str, hint):
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """A new config with the key=value overrides applied; checked once, after all of them."""
     keys = override_keys()
+    d = dataclasses.asdict(config)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise UserError(f"override {item!r} is not of the form key=value")
         if key not in keys:
             raise UserError(f"unknown config key {key!r}; see `seemore train --help` for the list")
-        config = _replace_path(config, key.split("."), _parse_value(key, text, keys[key]))
-    return config
-
-
-def _replace_path(obj, path: list[str], value):
-    if len(path) == 1:
-        return dataclasses.replace(obj, **{path[0]: value})
-    child = _replace_path(getattr(obj, path[0]), path[1:], value)
-    return dataclasses.replace(obj, **{path[0]: child})
+        *parents, name = key.split(".")
+        node = d
+        for part in parents:
+            node = node[part]
+        node[name] = _parse_value(key, text, keys[key])
+    return _build(Config, d, "")

@@ -222,19 +222,6 @@ class ShapesWorld:
                 out.append((kind, *qa))
         return out
 
-    def example(self, split: str, index: int, is_caption: bool,
-                caption_prompt: str) -> tuple[np.ndarray, str, str]:
-        """A training example (image, prompt, answer): the caption or a random question."""
-        scene = self.scene(split, index)
-        if is_caption:
-            return scene.image, caption_prompt, caption(scene.objects)
-        rng = self.rng(split, index, stream=2)
-        while True:
-            kind = QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
-            qa = self.question(scene, kind, rng, split)
-            if qa is not None:
-                return scene.image, *qa
-
     def corpus(self) -> str:
         """Text covering every character the world can produce (for building a tokenizer)."""
         parts = [*COLORS, *SHAPES, *SIZES, *POSITIONS, *NUMBERS, "yes no"]

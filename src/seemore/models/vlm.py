@@ -13,7 +13,9 @@ from safetensors.torch import load_model, save_model
 
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
+from seemore.data.images import load_image_tensor
 from seemore.errors import UserError
+from seemore.generation import generate_text
 from seemore.models.decoder import Decoder
 from seemore.models.projector import Projector
 from seemore.models.vit import ViT
@@ -44,30 +46,40 @@ class VLM(nn.Module):
     # --- forward --------------------------------------------------------------------------
 
     def embed(self, ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings (B, T, D) with the visual tokens written over the <image> slots."""
+        """Token embeddings (B, T, D) with visual tokens written over the <image> slots: the
+        k-th slot of a row gets visual token k mod M of the row's image, so a packed row
+        with several tasks repeats its image in each."""
         x = self.decoder.embed(ids)  # (B, T, D)
         if images is None:
             return x
-        features = self.vision(images, cls_only=self.config.model.projector.tokens == "cls")
-        visual = self.projector(features)  # (B, M, D)
+        visual = self.projector(self.vision(images, cls_only=self.config.model.projector.tokens
+                                            == "cls"))  # (B, M, D)
         slots = ids == self.tokenizer.image_id  # (B, T)
-        if slots.sum() != visual.shape[0] * visual.shape[1]:
-            raise ValueError(f"the batch has {int(slots.sum())} <image> slots for "
-                             f"{visual.shape[0]} images of {visual.shape[1]} visual tokens")
-        return x.masked_scatter(slots.unsqueeze(-1), visual.to(x.dtype))
+        M = visual.shape[1]
+        if bool((slots.sum(-1) % M).any()):
+            raise ValueError(f"every row needs a multiple of {M} <image> slots, got "
+                             f"{slots.sum(-1).tolist()}")
+        which = (slots.cumsum(-1) - 1).clamp(min=0) % M  # (B, T): visual token per slot
+        picked = visual.gather(1, which.unsqueeze(-1).expand(-1, -1, visual.shape[-1]))
+        return torch.where(slots.unsqueeze(-1), picked.to(x.dtype), x)
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None,
-                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                labels: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training forward on right-padded ids (B, T). labels (B, T) hold the target of each
-        position's *next* token prediction already shifted, IGNORE_INDEX where no loss is
-        taken. Returns (logits, mean loss over target tokens or None)."""
+        position's next-token prediction, already shifted, IGNORE_INDEX where no loss is
+        taken. positions (B, T) and a boolean mask (B, 1, T, T) describe packed sequences
+        (see data/collate.py); by default positions count from 0 and attention is causal.
+        Returns (logits, mean loss over target tokens or None)."""
+        if positions is None:
+            positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         context = self.config.model.decoder.max_seq_len
-        if ids.shape[1] > context:
-            raise UserError(f"a training sequence is {ids.shape[1]} tokens long but the "
-                            f"model's context (model.decoder.max_seq_len) is {context}")
+        if int(positions.max()) >= context:
+            raise UserError(f"a training sequence reaches position {int(positions.max())} but "
+                            f"the model's context (model.decoder.max_seq_len) is {context}")
         x = self.embed(ids, images)
-        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
-        logits = self.decoder(x, positions)
+        logits = self.decoder(x, positions, mask)
         if labels is None:
             return logits, None
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
@@ -86,9 +98,6 @@ class VLM(nn.Module):
 
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
-        from seemore.data.images import load_image_tensor
-        from seemore.generation import generate_text
-
         size = self.config.model.vision.image_size
         pixels = torch.stack([load_image_tensor(im, size) for im in images]).to(self.device)
         prompts = [self.prompt_ids(q) for q in questions]

@@ -105,8 +105,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
 
     world = ShapesWorld(config.model.vision.image_size)
     dataset = ShapesDataset(world, "train", model.tokenizer, config.model.n_visual_tokens,
-                            config.data.caption_fraction, length=t.steps * t.batch_size,
-                            group=t.batch_size)
+                            config.data.tasks, config.data.tasks_per_image,
+                            length=t.steps * t.batch_size, group=t.batch_size)
     loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=False,
                         num_workers=config.data.num_workers,
                         collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
@@ -115,18 +115,18 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
     bar = tqdm(total=t.steps, disable=not progress, desc="train", dynamic_ncols=True)
     model.train()
     tick, seen = time.perf_counter(), 0
-    for step, (images, ids, labels) in enumerate(loader):
+    for step, batch in enumerate(loader):
         lr = learning_rate(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, ids, labels = images.to(device), ids.to(device), labels.to(device)
+        b = batch.to(device)
         with autocast, attention_context(t.precision, device):
-            _, loss = model(ids, images, labels)
+            _, loss = model(b.ids, b.images, b.labels, b.positions, b.mask)
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        seen += ids.shape[0]
+        seen += b.ids.shape[0]
 
         last = step == t.steps - 1
         if step % t.log_every == 0 or last:
