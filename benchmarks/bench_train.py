@@ -59,8 +59,9 @@ def main() -> None:
     model = build_model(config).train()
     config = model.config
     B, T, M = args.batch_size, args.text_len, config.model.n_visual_tokens
-    ids = torch.randint(5, len(model.tokenizer), (B, 1 + M + T))
-    ids[:, 1:1 + M] = model.tokenizer.image_id
+    ids = torch.randint(5, len(model.tokenizer), (B, 1 + T + M))  # <bos> text <image> x M
+    ids[:, 0] = model.tokenizer.bos_id
+    ids[:, 1 + T:] = model.tokenizer.image_id
     labels = ids.roll(-1, dims=1)
     size = config.model.vision.image_size
     images = torch.randn(B, 3, size, size)

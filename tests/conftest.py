@@ -18,8 +18,9 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A tiny model trained once for the whole session: (run folder, model)."""
+    """A tiny model trained once for the whole session on the colour question (a few
+    seconds): (run folder, model)."""
     out = tmp_path_factory.mktemp("run")
-    config = apply_overrides(get_preset("tiny"), ["train.steps=150"])
+    config = apply_overrides(get_preset("tiny"), ["train.steps=300", "data.tasks=color"])
     model = train(config, out, progress=False)
     return out, model

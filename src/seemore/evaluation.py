@@ -55,7 +55,7 @@ def evaluate(model, split: str, n_scenes: int, with_captions: bool = True,
     scenes = [world.scene(split, i) for i in range(n_scenes)]
     kinds, images, questions, truths = [], [], [], []
     for i, scene in enumerate(scenes):
-        for kind, q, a in world.questions(split, i):
+        for kind, q, a in world.questions(split, i, scene):
             kinds.append(kind)
             images.append(scene.image)
             questions.append(q)

@@ -48,7 +48,7 @@ def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
     return (causal & (valid[:, None, :] | (k_pos == q_pos))).unsqueeze(1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
              max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, seed: int | None = None,
@@ -75,10 +75,12 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     x = model.embed(ids, images)  # (B, T, D)
 
     decoder = model.decoder
+    padded = not bool(valid.all())  # without padding, plain causal attention needs no mask
     if use_cache:
         decoder.setup_cache(B, longest + max_new_tokens, x.dtype)
     try:
-        logits = decoder(x, positions, _attention_mask(valid, longest))[:, -1]
+        mask = _attention_mask(valid, longest) if padded else None
+        logits = decoder(x, positions, mask)[:, -1]
         for _ in range(max_new_tokens):
             nxt = sample(logits, temperature, top_k, top_p, generator)
             nxt = nxt.masked_fill(done, tok.pad_id)
@@ -92,10 +94,12 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
             positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
             x_new = decoder.embed(nxt[:, None])  # (B, 1, D)
             if use_cache:
-                logits = decoder(x_new, positions[:, -1:], _attention_mask(valid, 1), start)
+                mask = valid[:, None, None, :] if padded else None  # (B, 1, 1, S)
+                logits = decoder(x_new, positions[:, -1:], mask, start)
             else:
                 x = torch.cat([x, x_new], dim=1)
-                logits = decoder(x, positions, _attention_mask(valid, x.shape[1]))
+                mask = _attention_mask(valid, x.shape[1]) if padded else None
+                logits = decoder(x, positions, mask)
             logits = logits[:, -1]
     finally:
         decoder.clear_cache()

@@ -116,7 +116,8 @@ class ShapesDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Sequence]:
         index = self.offset + i
         scene = self.world.scene(self.split, index)
-        available = {kind: (q, a) for kind, q, a in self.world.questions(self.split, index)}
+        questions = self.world.questions(self.split, index, scene)
+        available = {kind: (q, a) for kind, q, a in questions}
         available["caption"] = (CAPTION_PROMPT, caption(scene.objects))
         kinds = [k for k in self.tasks if k in available]
         if self.per_image == 1 and "caption" in kinds and len(kinds) > 1:

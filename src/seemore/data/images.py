@@ -75,7 +75,7 @@ def _name(source) -> str:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]; the model normalises further."""
-    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+    return torch.tensor(pixels).permute(2, 0, 1).float().div_(255.0)
 
 
 def load_image_tensor(source, size: int) -> torch.Tensor:

@@ -211,9 +211,11 @@ class ShapesWorld:
 
     # --- examples -------------------------------------------------------------------------
 
-    def questions(self, split: str, index: int) -> list[tuple[str, str, str]]:
-        """One (type, question, answer) per question type that the scene allows."""
-        scene = self.scene(split, index)
+    def questions(self, split: str, index: int, scene: Scene | None = None
+                  ) -> list[tuple[str, str, str]]:
+        """One (type, question, answer) per question type that the scene allows. Pass the
+        scene if you already have it (it is what scene(split, index) returns)."""
+        scene = scene or self.scene(split, index)
         rng = self.rng(split, index, stream=1)
         out = []
         for kind in QUESTION_TYPES:

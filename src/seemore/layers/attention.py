@@ -31,20 +31,21 @@ class Attention(nn.Module):
         in the KV cache, when one is attached. n_queries: return only the first n positions'
         outputs (all positions still serve as keys and values)."""
         B, T, _ = x.shape
-        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        nh, nkv = self.n_heads, self.n_kv_heads
+        qkv = self.qkv(x).view(B, T, nh + 2 * nkv, self.head_dim).transpose(1, 2)
+        # (B, nh + 2 nkv, T, hd): query heads, then key heads, then value heads
+        qk, v = qkv[:, : nh + nkv], qkv[:, nh + nkv:]
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            qk = apply_rope(qk, *rope)  # queries and keys in one pass: fewer kernels per step
+        q, k = qk[:, :nh], qk[:, nh:]  # (B, nh, T, hd), (B, nkv, T, hd)
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
         if n_queries is not None:
             q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
+        # a single new query may see every cached key, so it needs no causal mask
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
-            enable_gqa=self.n_kv_heads != self.n_heads,
+            q, k, v, attn_mask=mask, is_causal=self.causal and mask is None and T > 1,
+            enable_gqa=nkv != nh,
         )  # (B, nh, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, q_size)  # (B, T, nh * hd)
+        y = y.transpose(1, 2).reshape(B, T, nh * self.head_dim)  # (B, T, nh * hd)
         return self.proj(y)

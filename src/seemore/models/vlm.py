@@ -52,8 +52,8 @@ class VLM(nn.Module):
         x = self.decoder.embed(ids)  # (B, T, D)
         if images is None:
             return x
-        visual = self.projector(self.vision(images, cls_only=self.config.model.projector.tokens
-                                            == "cls"))  # (B, M, D)
+        cls_only = self.config.model.projector.tokens == "cls"
+        visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
         slots = ids == self.tokenizer.image_id  # (B, T)
         M = visual.shape[1]
         if bool((slots.sum(-1) % M).any()):
