@@ -237,7 +237,7 @@ PRESETS: dict[str, Config] = {
             projector=ProjectorConfig(tokens="patches", pixel_shuffle=2),
             decoder=DecoderConfig(dim=128, n_layers=4, n_heads=4, max_seq_len=192),
         ),
-        train=TrainConfig(steps=1400),
+        train=TrainConfig(steps=1400, lr=1e-3),
     ),
     "seemore-classic": Config(
         preset="seemore-classic",

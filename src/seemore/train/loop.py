@@ -111,44 +111,42 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
                         num_workers=config.data.num_workers,
                         collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
 
-    metrics = open(out_dir / "metrics.jsonl", "a")
-    bar = tqdm(total=t.steps, disable=not progress, desc="train", dynamic_ncols=True)
     model.train()
     tick, seen = time.perf_counter(), 0
-    for step, batch in enumerate(loader):
-        lr = learning_rate(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        b = batch.to(device)
-        with autocast, attention_context(t.precision, device):
-            _, loss = model(b.ids, b.images, b.labels, b.positions, b.mask)
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seen += b.ids.shape[0]
+    with (open(out_dir / "metrics.jsonl", "a") as metrics,
+          tqdm(total=t.steps, disable=not progress, desc="train", dynamic_ncols=True) as bar):
+        for step, batch in enumerate(loader):
+            lr = learning_rate(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            b = batch.to(device)
+            with autocast, attention_context(t.precision, device):
+                _, loss = model(b.ids, b.images, b.labels, b.positions, b.mask)
+                loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += b.ids.shape[0]
 
-        last = step == t.steps - 1
-        if step % t.log_every == 0 or last:
-            elapsed = time.perf_counter() - tick
-            record = {"step": step, "loss": loss.item(), "lr": lr,
-                      "grad_norm": grad_norm.item(), "samples_per_s": seen / elapsed}
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
-                            samples_s=f"{record['samples_per_s']:.0f}")
-            tick, seen = time.perf_counter(), 0
-        if t.eval_every and step > 0 and (step % t.eval_every == 0 or last):
-            result = evaluate(model, "val", t.eval_scenes, with_captions=False)
-            metrics.write(json.dumps({"step": step, "val": result}) + "\n")
-            metrics.flush()
-            bar.write(f"step {step}: val VQA accuracy "
-                      f"{result['vqa_accuracy']['overall']:.3f}")
-            model.train()
-            tick = time.perf_counter()
-        bar.update(1)
-    bar.close()
-    metrics.close()
+            last = step == t.steps - 1
+            if step % t.log_every == 0 or last:
+                elapsed = time.perf_counter() - tick
+                record = {"step": step, "loss": loss.item(), "lr": lr,
+                          "grad_norm": grad_norm.item(), "samples_per_s": seen / elapsed}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
+                                samples_s=f"{record['samples_per_s']:.0f}")
+                tick, seen = time.perf_counter(), 0
+            if t.eval_every and step > 0 and (step % t.eval_every == 0 or last):
+                result = evaluate(model, "val", t.eval_scenes, with_captions=False)
+                metrics.write(json.dumps({"step": step, "val": result}) + "\n")
+                metrics.flush()
+                bar.write(f"step {step}: val VQA accuracy "
+                          f"{result['vqa_accuracy']['overall']:.3f}")
+                model.train()
+                tick = time.perf_counter()
+            bar.update(1)
     model.eval()
     model.save_pretrained(out_dir)
     return model
