@@ -264,9 +264,11 @@ def get_preset(name: str) -> Config:
 
 
 def override_keys(cls=Config, prefix: str = "") -> dict[str, type]:
-    """Every settable dotted key and its type."""
+    """Every settable dotted key and its type (the preset's name is chosen with --preset)."""
     keys = {}
     for name, hint in typing.get_type_hints(cls).items():
+        if cls is Config and name == "preset":
+            continue
         if dataclasses.is_dataclass(hint):
             keys.update(override_keys(hint, f"{prefix}{name}."))
         else:
