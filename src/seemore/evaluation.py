@@ -71,9 +71,9 @@ def evaluate(model, split: str, n_scenes: int, with_captions: bool = True,
     result = {"vqa_accuracy": accuracy, "n_scenes": n_scenes, "n_questions": len(answers)}
 
     if with_captions:
-        room = model.config.model.decoder.max_seq_len - len(model.prompt_ids(CAPTION_PROMPT))
+        # as long as the context allows: generation stops at its end
         predicted = _answer(model, [s.image for s in scenes], [CAPTION_PROMPT] * n_scenes,
-                            room, batch_size)
+                            model.config.model.decoder.max_seq_len, batch_size)
         result["caption_object_f1"] = caption_f1(predicted, [caption(s.objects) for s in scenes])
     model.train(was_training)
     return result

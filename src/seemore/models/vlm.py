@@ -93,8 +93,10 @@ class VLM(nn.Module):
         return self.ask_batch([image], [question], max_new_tokens, **sampling)[0]
 
     def caption(self, image, max_new_tokens: int | None = None, **sampling) -> str:
-        """Describe one image (a path, a PIL image or an array)."""
-        return self.ask(image, CAPTION_PROMPT, max_new_tokens or self._room(), **sampling)
+        """Describe one image (a path, a PIL image or an array). By default the caption may
+        run to the end of the context (generation stops there)."""
+        max_new_tokens = max_new_tokens or self.config.model.decoder.max_seq_len
+        return self.ask(image, CAPTION_PROMPT, max_new_tokens, **sampling)
 
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
@@ -102,9 +104,6 @@ class VLM(nn.Module):
         pixels = torch.stack([load_image_tensor(im, size) for im in images]).to(self.device)
         prompts = [self.prompt_ids(q) for q in questions]
         return generate_text(self, prompts, pixels, max_new_tokens, **sampling)
-
-    def _room(self) -> int:
-        return self.config.model.decoder.max_seq_len - len(self.prompt_ids(CAPTION_PROMPT))
 
     # --- model folder ---------------------------------------------------------------------
 
