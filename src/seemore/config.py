@@ -235,7 +235,7 @@ PRESETS: dict[str, Config] = {
         model=ModelConfig(
             vision=VisionConfig(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
             projector=ProjectorConfig(tokens="patches", pixel_shuffle=2),
-            decoder=DecoderConfig(dim=128, n_layers=4, n_heads=4, max_seq_len=192),
+            decoder=DecoderConfig(dim=128, n_layers=4, n_heads=8, max_seq_len=192),
         ),
         train=TrainConfig(steps=1400, lr=1e-3),
     ),
