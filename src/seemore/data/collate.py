@@ -7,16 +7,16 @@ answer position sits at a fixed distance from every visual token. (With the imag
 decoder has to learn to search 16 tokens from a variable distance, which took it about six
 times as many examples to start using the image at all.)
 
-In training, one image carries several tasks (its caption and one question of each type)
-packed into one sequence; the image is encoded once and its visual tokens are written into
-every task:
+In training an image carries one task by default. With data.tasks_per_image above 1 it
+carries several (its caption, questions of different types) packed into one sequence; the
+image is encoded once and its visual tokens are written into every task:
 
     <bos> | question1 \n <image> x M answer1 <eos> | question2 \n <image> x M answer2 <eos> | ...
     seg 0   segment 1                               segment 2
 
 Each task attends to <bos> and to its own earlier tokens only, and its RoPE positions
-restart after <bos>, so every task is computed exactly as if it were alone (tested). Packing
-gives every question type a full batch of examples at every step.
+restart after <bos>, so every task is computed exactly as if it were alone (tested). It
+saves image encodings, but the explicit mask makes a step slower at our sizes.
 
 Labels are aligned with the inputs and already shifted: labels[t] is the token at t+1 when
 that token belongs to an answer (its <eos> included), IGNORE_INDEX otherwise, so the image,
