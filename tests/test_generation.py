@@ -10,9 +10,9 @@ QUESTIONS = ["what color is the circle?", "how many objects are there?", "is the
              "where is the large blue triangle?"]
 
 
-def _greedy(model, questions, images, use_cache, n=24):
+def _greedy(model, questions, images, use_cache, n=24, compile=False):
     prompts = [model.prompt_ids(q) for q in questions]
-    steps = list(generate(model, prompts, images, n, use_cache=use_cache))
+    steps = list(generate(model, prompts, images, n, use_cache=use_cache, compile=compile))
     return torch.stack(steps, dim=1)  # (B, steps)
 
 
@@ -34,6 +34,15 @@ def test_each_row_of_a_batch_equals_the_prompt_generated_alone(tiny_model):
         alone = _greedy(tiny_model, [question], images[row:row + 1], use_cache=True)[0]
         n = alone.shape[0]
         assert torch.equal(batched[row, :n], alone)
+
+
+def test_compiled_decode_step_gives_the_same_tokens(tiny_model):
+    images = torch.randn(4, 3, 32, 32)
+    eager = _greedy(tiny_model, QUESTIONS, images, use_cache=True)
+    for _ in range(2):  # the second call reuses the compiled step
+        assert torch.equal(_greedy(tiny_model, QUESTIONS, images, True, compile=True), eager)
+    alone = _greedy(tiny_model, QUESTIONS[:1], images[:1], use_cache=True)
+    assert torch.equal(_greedy(tiny_model, QUESTIONS[:1], images[:1], True, compile=True), alone)
 
 
 def test_sample_greedy_top_k_and_top_p():

@@ -21,10 +21,16 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device),
                              persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, n_kv_heads, T, hd) at [start, start+T); return all keys and values
-        up to start+T."""
+        """Store k, v (B, n_kv_heads, T, hd) at [start, start+T). An int start (prefill)
+        returns the keys and values up to start+T; a tensor start (a decode step, see
+        generation.py) returns the whole cache, whose unwritten slots the caller masks, so
+        that every step has the same shapes."""
+        if isinstance(start, torch.Tensor):
+            self.k.index_copy_(2, start, k)
+            self.v.index_copy_(2, start, v)
+            return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
