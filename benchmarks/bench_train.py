@@ -12,6 +12,7 @@ for the patches, so it does less work than it is credited with; see models/vit.p
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -50,12 +51,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--text-len", type=int, default=32)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the forward and backward (train.compile=true)")
     parser.add_argument("--steps", type=int, default=10, help="steps per timing")
     parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    config = apply_overrides(get_preset(args.preset), [f"train.precision={args.precision}"])
+    config = apply_overrides(get_preset(args.preset), [f"train.precision={args.precision}",
+                                                       f"train.compile={args.compile}"])
     model = build_model(config).train()
     config = model.config
     B, T, M = args.batch_size, args.text_len, config.model.n_visual_tokens
@@ -69,15 +73,20 @@ def main() -> None:
     device = torch.device("cpu")
     autocast = autocast_context(args.precision, device)
 
+    forward = torch.compile(model) if args.compile else model
+
     def step():
         with autocast, attention_context(args.precision, device):
-            _, loss = model(ids, images, labels)
+            _, loss = forward(ids, images, labels)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(3):
+    start = time.perf_counter()
+    step()
+    first_step_s = time.perf_counter() - start  # includes compiling, with --compile
+    for _ in range(2):
         step()
     seconds, _ = median_time(lambda: [step() for _ in range(args.steps)], args.repeats)
     step_s = seconds / args.steps
@@ -87,7 +96,8 @@ def main() -> None:
     achieved = flops / step_s / 1e9
     figures = {
         "benchmark": "train", "preset": args.preset, "batch_size": B, "text_len": T,
-        "precision": "bf16" if bf16 else "fp32", "samples_per_s": round(B / step_s, 1),
+        "precision": "bf16" if bf16 else "fp32", "compile": args.compile,
+        "first_step_s": round(first_step_s, 1), "samples_per_s": round(B / step_s, 1),
         "step_ms": round(step_s * 1000, 1), "gflop_per_step": round(flops / 1e9, 1),
         "achieved_gflop_s": round(achieved, 1), "peak_gflop_s_fp32": round(peak["fp32"], 1),
         "peak_gflop_s_bf16": round(peak["bf16"], 1),
@@ -95,7 +105,8 @@ def main() -> None:
         **machine(),
     }
     print(f"preset {args.preset}, batch {B}, text length {T}, {figures['precision']}, "
-          f"median of {args.repeats} x {args.steps} steps")
+          f"compile {args.compile}, median of {args.repeats} x {args.steps} steps "
+          f"(first step {figures['first_step_s']} s)")
     print(f"  {figures['samples_per_s']} samples/s ({figures['step_ms']} ms/step)")
     print(f"  {figures['gflop_per_step']} GFLOP/step assumed -> {figures['achieved_gflop_s']} "
           f"GFLOP/s achieved")

@@ -37,10 +37,18 @@ def test_overrides_are_typed_and_return_a_new_config():
     ("train.steps", "not of the form key=value"),
     ("model.decoder.n_heads=5", "divisible"),
     ("train.precision=fp8", "train.precision"),
+    ("model.vision.stem=resnet", "vision.stem"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):
         apply_overrides(get_preset("tiny"), [override])
+
+
+def test_conv_stem_needs_a_power_of_two_patch():
+    with pytest.raises(UserError, match="power-of-two vision.patch_size, got 6"):
+        apply_overrides(get_preset("tiny"), ["model.vision.image_size=36",
+                                             "model.vision.patch_size=6",
+                                             "model.vision.stem=conv"])
 
 
 def test_unknown_preset():

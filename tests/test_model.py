@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -13,8 +14,10 @@ from seemore.models.vlm import VLM
 from seemore.train.loop import build_model
 
 
-def test_vit_returns_every_token_and_adapts_to_new_image_sizes():
-    vit = ViT(VisionConfig(image_size=32, patch_size=8, dim=32, n_layers=1, n_heads=2))
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_vit_returns_every_token_and_adapts_to_new_image_sizes(stem):
+    vit = ViT(VisionConfig(image_size=32, patch_size=8, dim=32, n_layers=1, n_heads=2,
+                           stem=stem))
     assert vit(torch.randn(2, 3, 32, 32)).shape == (2, 1 + 16, 32)
     assert vit(torch.randn(2, 3, 48, 48)).shape == (2, 1 + 36, 32)
     cls_only = vit(torch.randn(2, 3, 32, 32), cls_only=True)
@@ -36,6 +39,20 @@ def test_attention_scales_by_head_width_not_model_width():
     scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
     y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 32)
     torch.testing.assert_close(attn(x), attn.proj(y))
+
+
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
+    torch.manual_seed(0)
+    attn = Attention(dim=32, n_heads=4, n_kv_heads=2, causal=True, qk_norm=True)
+    x = torch.randn(2, 5, 32)
+    before = attn(x)
+    with torch.no_grad():
+        attn.qkv.weight[:48] *= 7.0  # the 4 query heads and 2 key heads of width 8
+        attn.qkv.bias[:48] *= 7.0
+    torch.testing.assert_close(attn(x), before)
+    with torch.no_grad():
+        attn.qk_gain[:8] *= 3.0  # the learned gain of the first query head does matter
+    assert not torch.allclose(attn(x), before)
 
 
 def test_grouped_query_attention_runs_with_fewer_kv_heads():

@@ -3,9 +3,9 @@ import json
 import torch
 
 from seemore import load
-from seemore.config import get_preset
+from seemore.config import apply_overrides, get_preset
 from seemore.evaluation import caption_f1, evaluate
-from seemore.train.loop import learning_rate
+from seemore.train.loop import learning_rate, train
 
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():
@@ -45,3 +45,18 @@ def test_caption_f1():
     half = ["a large red circle at the top left"]
     assert abs(caption_f1(half, truth) - 2 / 3) < 1e-9
     assert caption_f1(["gibberish"], truth) == 0.0
+
+
+def test_compiled_training_takes_the_same_steps_as_eager(tmp_path):
+    """train.compile=true must train the model itself, not a copy: same losses, same weights."""
+    runs = {}
+    for flag in ("false", "true"):
+        config = apply_overrides(get_preset("tiny"), ["train.steps=2", "train.log_every=1",
+                                                      "train.precision=fp32",
+                                                      f"train.compile={flag}"])
+        model = train(config, tmp_path / flag, progress=False)
+        losses = [json.loads(line)["loss"] for line in open(tmp_path / flag / "metrics.jsonl")]
+        runs[flag] = losses, model.state_dict()
+    torch.testing.assert_close(runs["true"][0], runs["false"][0], rtol=1e-4, atol=1e-5)
+    for name, value in runs["false"][1].items():
+        torch.testing.assert_close(runs["true"][1][name], value, rtol=1e-3, atol=1e-5)

@@ -1,8 +1,8 @@
 """Multi-head self-attention on F.scaled_dot_product_attention, shared by every model.
 
 Fused qkv projection, optional grouped-query attention (fewer key/value heads), optional
-rotary embeddings and an optional KV cache. Scores are scaled by 1/sqrt(head_dim), the
-width of one head (the original seemore scaled by the model width).
+QK-norm, optional rotary embeddings and an optional KV cache. Scores are scaled by
+1/sqrt(head_dim), the width of one head (the original seemore scaled by the model width).
 """
 
 import torch
@@ -14,27 +14,37 @@ from seemore.layers.rope import apply_rope
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, causal: bool):
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, causal: bool,
+                 qk_norm: bool = False):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = dim // n_heads
         self.causal = causal
         self.qkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * self.head_dim)
+        # QK-norm (as in OLMo 2 and Gemma 3): RMS-normalise every query and key head, with a
+        # learned gain per head and channel (kept flat: a vector gets no weight decay and no
+        # std-0.02 init). Attention logits then no longer start near zero with the small
+        # initial weights, so learning which token to look at starts sooner.
+        self.qk_gain = (nn.Parameter(torch.ones((n_heads + n_kv_heads) * self.head_dim))
+                        if qk_norm else None)
         self.proj = nn.Linear(n_heads * self.head_dim, dim)  # residual projection
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None, start: int = 0,
+                mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
                 n_queries: int | None = None) -> torch.Tensor:
         """x: (B, T, dim). mask: boolean (B, 1, T, S), True where a query may attend; None
         means full attention, or causal attention for a causal layer. start: where x begins
-        in the KV cache, when one is attached. n_queries: return only the first n positions'
-        outputs (all positions still serve as keys and values)."""
+        in the KV cache, when one is attached (see KVCache.update). n_queries: return only
+        the first n positions' outputs (all positions still serve as keys and values)."""
         B, T, _ = x.shape
         nh, nkv = self.n_heads, self.n_kv_heads
         qkv = self.qkv(x).view(B, T, nh + 2 * nkv, self.head_dim).transpose(1, 2)
         # (B, nh + 2 nkv, T, hd): query heads, then key heads, then value heads
         qk, v = qkv[:, : nh + nkv], qkv[:, nh + nkv:]
+        if self.qk_gain is not None:
+            gain = self.qk_gain.view(nh + nkv, 1, self.head_dim).to(qk.dtype)
+            qk = F.rms_norm(qk, (self.head_dim,)) * gain
         if rope is not None:
             qk = apply_rope(qk, *rope)  # queries and keys in one pass: fewer kernels per step
         q, k = qk[:, :nh], qk[:, nh:]  # (B, nh, T, hd), (B, nkv, T, hd)

@@ -10,14 +10,14 @@ from seemore.layers.norm import make_norm
 
 class Block(nn.Module):
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, mlp_ratio: float, norm: str,
-                 causal: bool):
+                 causal: bool, qk_norm: bool = False):
         super().__init__()
         self.norm1 = make_norm(norm, dim)
-        self.attn = Attention(dim, n_heads, n_kv_heads, causal)
+        self.attn = Attention(dim, n_heads, n_kv_heads, causal, qk_norm)
         self.norm2 = make_norm(norm, dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, rope=None, mask=None, start: int = 0,
+    def forward(self, x: torch.Tensor, rope=None, mask=None, start: int | torch.Tensor = 0,
                 n_queries: int | None = None) -> torch.Tensor:
         """n_queries: compute only the first n positions' outputs (see Attention)."""
         # the residual stream carries the un-normalised x (the original added the normalised

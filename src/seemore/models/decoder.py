@@ -17,7 +17,8 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.rope = RotaryEmbedding(c.dim // c.n_heads, c.max_seq_len, c.rope_base)
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.n_heads, c.kv_heads, c.mlp_ratio, c.norm, causal=True)
+            Block(c.dim, c.n_heads, c.kv_heads, c.mlp_ratio, c.norm, causal=True,
+                  qk_norm=c.qk_norm)
             for _ in range(c.n_layers)
         )
         self.norm = make_norm(c.norm, c.dim)
@@ -27,10 +28,10 @@ class Decoder(nn.Module):
             self.lm_head.weight = self.embed.weight
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
-                mask: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+                mask: torch.Tensor | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
         """x: input embeddings (B, T, D); positions: (B, T) RoPE positions; mask: boolean
-        (B, 1, T, S) or None for plain causal attention; start: cache write position.
-        Returns logits (B, T, vocab)."""
+        (B, 1, T, S) or None for plain causal attention; start: cache write position (see
+        KVCache.update). Returns logits (B, T, vocab)."""
         rope = self.rope(positions)
         for block in self.blocks:
             x = block(x, rope, mask, start)

@@ -1,5 +1,5 @@
-"""Vision Transformer image encoder: patch embedding, class token, position embedding and
-pre-norm blocks. Returns every token's feature, class token first."""
+"""Vision Transformer image encoder: patch embedding (or a convolutional stem), class token,
+position embedding and pre-norm blocks. Returns every token's feature, class token first."""
 
 import torch
 import torch.nn as nn
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from seemore.config import VisionConfig
 from seemore.layers.block import Block, init_weights
+from seemore.layers.conv_stem import ConvStem
 from seemore.layers.norm import make_norm
 
 
@@ -15,15 +16,21 @@ class ViT(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        if c.stem == "conv":
+            self.patch_embed = ConvStem(c.patch_size, c.dim)
+        else:
+            self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.grid_size**2, c.dim))
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.n_heads, c.n_heads, c.mlp_ratio, c.norm, causal=False)
+            Block(c.dim, c.n_heads, c.n_heads, c.mlp_ratio, c.norm, causal=False,
+                  qk_norm=c.qk_norm)
             for _ in range(c.n_layers)
         )
         self.norm = make_norm(c.norm, c.dim)
         init_weights(self, c.n_layers)
+        if c.stem == "conv":
+            self.patch_embed.reset_parameters()  # fan-in scaled, not the blocks' std 0.02
         self.register_buffer("pixel_mean", torch.tensor(c.image_mean).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("pixel_std", torch.tensor(c.image_std).view(1, 3, 1, 1),

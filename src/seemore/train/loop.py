@@ -1,8 +1,8 @@
 """The training loop: one function, read top to bottom.
 
 AdamW (weight decay on matrices only), linear warmup then cosine decay, gradient clipping,
-bf16 autocast where supported, periodic evaluation on val, a tqdm bar, metrics.jsonl, and
-the model folder written into the run folder at the end.
+bf16 autocast where supported, optional torch.compile, periodic evaluation on val, a tqdm
+bar, metrics.jsonl, and the model folder written into the run folder at the end.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
     config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
     autocast = autocast_context(t.precision, device)
+    forward = torch.compile(model) if t.compile else model  # shares model's parameters
 
     world = ShapesWorld(config.model.vision.image_size)
     dataset = ShapesDataset(world, "train", model.tokenizer, config.model.n_visual_tokens,
@@ -121,7 +122,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
                 group["lr"] = lr
             b = batch.to(device)
             with autocast, attention_context(t.precision, device):
-                _, loss = model(b.ids, b.images, b.labels, b.positions, b.mask)
+                _, loss = forward(b.ids, b.images, b.labels, b.positions, b.mask)
                 loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
