@@ -62,8 +62,9 @@ def compiled_step(decoder):
     later calls reuse it. A one-token step of a small model is mostly per-kernel overhead:
     inductor fuses the elementwise kernels, and its C++ wrapper calls the rest without going
     through Python (about 1.4 ms -> 0.7 ms per step for seemore-classic on 2 CPU cores).
-    Shapes are static (a kernel per batch size is 20% faster at batch 16 than one for any
-    batch size); past torch's limit of 8 batch sizes it falls back to the eager step."""
+    Shapes are static (kernels for one batch size ran faster than ones for any batch size,
+    4319 against 3532 tokens/s at batch 16); past torch's limit of 8 batch sizes a new one
+    falls back to the eager step."""
     if getattr(decoder, "_compiled_step", None) is None:
         decoder._compiled_step = torch.compile(_decode_step, dynamic=False,
                                                options={"cpp_wrapper": True})
