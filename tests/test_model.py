@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
 from seemore.data.collate import IGNORE_INDEX, collate, training_sequence
 from seemore.layers.attention import Attention
 from seemore.layers.block import Block
 from seemore.models.decoder import Decoder
 from seemore.models.vit import ViT
-from seemore.models.vlm import VLM
 from seemore.train.loop import build_model
 
 
@@ -148,7 +148,7 @@ def test_tied_and_untied_embeddings_survive_save_and_load(tmp_path):
         model = build_model(config)
         assert (model.decoder.lm_head.weight is model.decoder.embed.weight) == tie
         model.save_pretrained(tmp_path / str(tie))
-        loaded = VLM.from_pretrained(tmp_path / str(tie))
+        loaded = seemore.load(tmp_path / str(tie))
         assert (loaded.decoder.lm_head.weight is loaded.decoder.embed.weight) == tie
         for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(),
                                 strict=True):

@@ -2,14 +2,17 @@
 
 from seemore.config import PRESETS, Config, get_preset
 from seemore.errors import UserError
+from seemore.models.clip import CLIP
+from seemore.models.folder import load_folder
 from seemore.models.vlm import VLM
 
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu") -> VLM:
-    """Load a saved model folder (config.json, model.safetensors, tokenizer.json)."""
-    return VLM.from_pretrained(path, device)
+def load(path, device: str = "cpu") -> VLM | CLIP:
+    """Load a saved model folder (config.json, model.safetensors, tokenizer.json): a VLM, or
+    a CLIP model for a contrastive run."""
+    return load_folder(path, device)
 
 
-__all__ = ["Config", "PRESETS", "UserError", "VLM", "get_preset", "load"]
+__all__ = ["CLIP", "Config", "PRESETS", "UserError", "VLM", "get_preset", "load"]

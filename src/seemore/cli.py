@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from seemore.config import PRESETS, apply_overrides, get_preset, override_keys
+from seemore.config import PRESETS, get_preset, override_keys
 from seemore.errors import UserError
+from seemore.recipes import RECIPES, recipe_stages
 
 
 def _override_help() -> str:
@@ -39,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seemore", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model on the built-in shapes world",
+    p = sub.add_parser("train", help="train a model on a built-in dataset",
                        epilog=_override_help(), formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--recipe", default="end-to-end",
+                   help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                    help="auto (default): bf16 autocast where supported; fp32 turns it off")
@@ -70,26 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> None:
     from seemore.train.loop import train
 
-    config = get_preset(args.preset)
     overrides = list(args.overrides)
     if args.precision:
         overrides.append(f"train.precision={args.precision}")
-    config = apply_overrides(config, overrides)
+    (config,) = recipe_stages(args.recipe, get_preset(args.preset), overrides)
     out = Path(args.out or f"runs/{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "model.safetensors").exists():
         raise UserError(f"{out} already holds a trained model; choose another --out")
-    print(f"training preset {config.preset!r} for {config.train.steps} steps -> {out}")
+    print(f"training preset {config.preset!r}, recipe {args.recipe!r}, for "
+          f"{config.train.steps} steps -> {out}")
     start = time.perf_counter()
     model = train(config, out, progress=not args.no_progress)
     print(f"trained in {time.perf_counter() - start:.0f}s")
     run_eval(model, out, config.train.final_eval_scenes)
+    if config.train.objective == "clip":
+        print(f"\nsaved to {out}; try: seemore eval {out}")
+        return
     show_samples(model)
     print(f"\nsaved to {out}; try: seemore ask {out} IMAGE \"what color is the circle?\"")
 
 
 def run_eval(model, out: Path, n_scenes: int) -> dict:
+    """Evaluate, print the table and write out/eval.json. n_scenes: scenes per split for a
+    VLM; held-out pairs (at least 1,000) for a CLIP model."""
     from seemore.evaluation import evaluate, format_table
+    from seemore.retrieval import evaluate_clip, format_clip_table
 
+    if model.config.train.objective == "clip":
+        results = evaluate_clip(model, "test", max(n_scenes, 1000))
+        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(format_clip_table(results))
+        return results
     results = {split: evaluate(model, split, n_scenes) for split in ("test", "compositional")}
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
@@ -121,6 +135,14 @@ def _load(args):
     return seemore.load(folder, args.device)
 
 
+def _load_vlm(args):
+    model = _load(args)
+    if model.config.train.objective != "vlm":
+        raise UserError(f"{args.run} holds a {model.config.train.objective} model, which "
+                        f"cannot {args.command}; give a run trained with the VLM objective")
+    return model
+
+
 def _sampling(args) -> dict:
     return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
             "seed": args.seed}
@@ -136,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(model, Path(args.run),
                      args.scenes or model.config.train.final_eval_scenes)
         elif args.command == "caption":
-            model = _load(args)
+            model = _load_vlm(args)
             for image in args.images:
                 print(f"{image}: {model.caption(image, **_sampling(args))}")
         elif args.command == "ask":
-            model = _load(args)
+            model = _load_vlm(args)
             print(model.ask(args.image, args.question, **_sampling(args)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

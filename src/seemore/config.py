@@ -17,6 +17,8 @@ from seemore.errors import UserError
 
 FORMAT_VERSION = 1
 NORMS = ("layernorm", "rmsnorm")
+DATASETS = ("shapes", "digits")
+OBJECTIVES = ("vlm", "clip")
 TASKS = ("caption", "color", "shape", "size", "position", "count", "exist")
 
 
@@ -109,10 +111,32 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class ClipConfig:
+    """Contrastive pretraining of the ViT (models/clip.py): a small text transformer over the
+    caption's characters, and linear maps of both sides into a joint space."""
+
+    text_dim: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    text_causal: bool = True  # CLIP's text encoder is causal; False reads both ways
+    text_max_len: int = 192
+    embed_dim: int = 128
+    loss: str = "infonce"  # "infonce" (CLIP) or "sigmoid" (SigLIP)
+
+    def __post_init__(self) -> None:
+        _check(self.text_dim % self.text_heads == 0,
+               f"clip.text_dim ({self.text_dim}) must be divisible by clip.text_heads "
+               f"({self.text_heads})")
+        _check(self.loss in ("infonce", "sigmoid"),
+               f"clip.loss must be 'infonce' or 'sigmoid', got {self.loss!r}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
 
     def __post_init__(self) -> None:
         s = self.projector.pixel_shuffle
@@ -131,7 +155,7 @@ class ModelConfig:
 class DataConfig:
     """The built-in shapes world and how training examples are drawn from it."""
 
-    dataset: str = "shapes"
+    dataset: str = "shapes"  # or "digits" (scikit-learn's bundled handwritten digits)
     # the tasks to train on: "caption" and question types
     tasks: tuple[str, ...] = TASKS
     # how many of them each image carries, packed into one sequence (see data/collate.py)
@@ -139,7 +163,8 @@ class DataConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.dataset == "shapes", f"data.dataset must be 'shapes', got {self.dataset!r}")
+        _check(self.dataset in DATASETS,
+               f"data.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         unknown = set(self.tasks) - set(TASKS)
         _check(bool(self.tasks) and not unknown,
                f"data.tasks must be a non-empty subset of {', '.join(TASKS)}")
@@ -149,6 +174,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # what the run trains: "vlm", the captioning and question-answering model; "clip", the
+    # ViT with a text encoder by contrastive learning (models/clip.py)
+    objective: str = "vlm"
     steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-3
@@ -169,6 +197,8 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        _check(self.objective in OBJECTIVES,
+               f"train.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         _check(self.steps > 0, "train.steps must be positive")
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(self.precision in ("auto", "bf16", "fp32"),

@@ -3,13 +3,11 @@ input at the <image> placeholder. Also the prompt format, and saving/loading a m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
@@ -17,6 +15,7 @@ from seemore.data.images import load_image_tensor
 from seemore.errors import UserError
 from seemore.generation import generate_text
 from seemore.models.decoder import Decoder
+from seemore.models.folder import save_folder
 from seemore.models.projector import Projector
 from seemore.models.vit import ViT
 from seemore.tokenizer import CharTokenizer
@@ -86,6 +85,10 @@ class VLM(nn.Module):
                                ignore_index=IGNORE_INDEX)
         return logits, loss
 
+    def loss(self, batch) -> torch.Tensor:
+        """The training loss of a data.collate.Batch."""
+        return self(batch.ids, batch.images, batch.labels, batch.positions, batch.mask)[1]
+
     # --- the friendly API -----------------------------------------------------------------
 
     def ask(self, image, question: str, max_new_tokens: int = 64, **sampling) -> str:
@@ -108,27 +111,5 @@ class VLM(nn.Module):
     # --- model folder ---------------------------------------------------------------------
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Write config.json, model.safetensors and tokenizer.json (no pickles)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config.save(folder / "config.json")
-        self.tokenizer.save(folder / "tokenizer.json")
-        save_model(self, str(folder / "model.safetensors"))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> VLM:
-        folder = Path(folder)
-        for name in ("config.json", "model.safetensors", "tokenizer.json"):
-            if not (folder / name).is_file():
-                raise UserError(f"{folder} is not a seemore model folder: {name} is missing")
-        try:
-            config = Config.load(folder / "config.json")
-            tokenizer = CharTokenizer.load(folder / "tokenizer.json")
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UserError(f"{folder}: unreadable config.json or tokenizer.json ({e})") from None
-        model = cls(config, tokenizer)
-        try:
-            load_model(model, str(folder / "model.safetensors"), device=str(device))
-        except Exception as e:  # safetensors raises several types for corrupt or foreign files
-            raise UserError(f"{folder / 'model.safetensors'}: cannot load weights ({e})") from None
-        return model.to(device).eval()
+        """Write config.json, model.safetensors and tokenizer.json (models/folder.py)."""
+        save_folder(self, folder)

@@ -2,7 +2,8 @@
 
 AdamW (weight decay on matrices only), linear warmup then cosine decay, gradient clipping,
 bf16 autocast where supported, optional torch.compile, periodic evaluation on val, a tqdm
-bar, metrics.jsonl, and the model folder written into the run folder at the end.
+bar, metrics.jsonl, and the model folder written into the run folder at the end. The model
+(a VLM, or CLIP for contrastive pretraining) supplies the loss of a batch.
 """
 
 from __future__ import annotations
@@ -11,20 +12,26 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from seemore.config import Config
+from seemore.data import digits
 from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, ShapesDataset, collate
+from seemore.data.pairs import CaptionPairs, collate_pairs
 from seemore.data.shapes import ShapesWorld
+from seemore.errors import UserError
 from seemore.evaluation import evaluate
+from seemore.models.clip import CLIP
 from seemore.models.vlm import VLM
+from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
 
 
@@ -70,14 +77,50 @@ def learning_rate(step: int, config: Config) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_model(config: Config) -> VLM:
-    """A freshly initialised model whose tokenizer is built from the training world's text."""
-    world = ShapesWorld(config.model.vision.image_size)
-    tokenizer = CharTokenizer.from_text(world.corpus() + CAPTION_PROMPT + SEPARATOR)
+def build_tokenizer(config: Config) -> CharTokenizer:
+    """The character vocabulary of everything the training data can say."""
+    if config.data.dataset == "digits":
+        text = digits.corpus()
+    else:
+        text = ShapesWorld(config.model.vision.image_size).corpus()
+    return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR)
+
+
+def build_model(config: Config) -> VLM | CLIP:
+    """A freshly initialised model of the run's objective, with its tokenizer."""
+    tokenizer = build_tokenizer(config)
     decoder = dataclasses.replace(config.model.decoder, vocab_size=len(tokenizer))
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, decoder=decoder))
+    if config.train.objective == "clip":
+        return CLIP(config, tokenizer)
+    if config.data.dataset != "shapes":
+        raise UserError(f"train.objective=vlm trains on the shapes world only so far, not "
+                        f"data.dataset={config.data.dataset}")
     return VLM(config, tokenizer)
+
+
+def training_data(model: VLM | CLIP, config: Config) -> tuple[Dataset, Callable]:
+    """The dataset of the run's objective, long enough for every step, and its collate."""
+    t, size = config.train, config.model.vision.image_size
+    if t.objective == "clip":
+        pairs = CaptionPairs(config.data.dataset, size, "train", t.steps * t.batch_size)
+        return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
+    dataset = ShapesDataset(ShapesWorld(size), "train", model.tokenizer,
+                            config.model.n_visual_tokens, config.data.tasks,
+                            config.data.tasks_per_image, length=t.steps * t.batch_size,
+                            group=t.batch_size)
+    return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
+
+
+def periodic_eval(model: VLM | CLIP, config: Config) -> tuple[dict, str]:
+    """The val result and a one-line summary of it."""
+    if config.train.objective == "clip":
+        result = evaluate_clip(model, "val", config.train.eval_scenes)
+        recall = result["val"]["image_to_text"]["recall@5"]
+        return result["val"], f"val image->text recall@5 {recall:.3f}"
+    result = evaluate(model, "val", config.train.eval_scenes, with_captions=False)
+    return result, f"val VQA accuracy {result['vqa_accuracy']['overall']:.3f}"
 
 
 def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
@@ -90,8 +133,8 @@ def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=config.train.betas, fused=True)
 
 
-def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
-    """Train a model on the shapes world and save it (with metrics) into out_dir."""
+def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | CLIP:
+    """Train a model of the config's objective and save it (with metrics) into out_dir."""
     t = config.train
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,15 +145,11 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
     config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
     autocast = autocast_context(t.precision, device)
-    forward = torch.compile(model) if t.compile else model  # shares model's parameters
+    loss_of = torch.compile(model.loss) if t.compile else model.loss  # shares the weights
 
-    world = ShapesWorld(config.model.vision.image_size)
-    dataset = ShapesDataset(world, "train", model.tokenizer, config.model.n_visual_tokens,
-                            config.data.tasks, config.data.tasks_per_image,
-                            length=t.steps * t.batch_size, group=t.batch_size)
+    dataset, collate_fn = training_data(model, config)
     loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=False,
-                        num_workers=config.data.num_workers,
-                        collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
+                        num_workers=config.data.num_workers, collate_fn=collate_fn)
 
     model.train()
     tick, seen = time.perf_counter(), 0
@@ -122,12 +161,12 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
                 group["lr"] = lr
             b = batch.to(device)
             with autocast, attention_context(t.precision, device):
-                _, loss = forward(b.ids, b.images, b.labels, b.positions, b.mask)
+                loss = loss_of(b)
                 loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            seen += b.ids.shape[0]
+            seen += b.images.shape[0]
 
             last = step == t.steps - 1
             if step % t.log_every == 0 or last:
@@ -140,11 +179,10 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM:
                                 samples_s=f"{record['samples_per_s']:.0f}")
                 tick, seen = time.perf_counter(), 0
             if t.eval_every and step > 0 and (step % t.eval_every == 0 or last):
-                result = evaluate(model, "val", t.eval_scenes, with_captions=False)
+                result, summary = periodic_eval(model, config)
                 metrics.write(json.dumps({"step": step, "val": result}) + "\n")
                 metrics.flush()
-                bar.write(f"step {step}: val VQA accuracy "
-                          f"{result['vqa_accuracy']['overall']:.3f}")
+                bar.write(f"step {step}: {summary}")
                 model.train()
                 tick = time.perf_counter()
             bar.update(1)

@@ -1,0 +1,90 @@
+"""scikit-learn's bundled handwritten digits as a dataset of captioned images.
+
+1,797 greyscale 8x8 scans of the digits 0-9 (``sklearn.datasets.load_digits``, shipped
+inside scikit-learn: no download), drawn white on black and upsampled to the model's image
+size. Every image has the caption "a handwritten seven" and the question "what digit is
+this?" with the answer "seven".
+
+Splits are fixed by index: every fifth image (index % 5 == 0) is test, the next is val, the
+other three fifths are train. A train index past the end of the split wraps around with a
+different random shift, so training can draw as many examples as it needs; val and test
+images are never shifted.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+from seemore.errors import UserError
+
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+QUESTION = "what digit is this?"
+SPLITS = {"test": 0, "val": 1}  # index % 5; the rest is train
+MAX_SHIFT = 1 / 8  # of the image side: one pixel of the original 8x8 scan
+
+
+@cache
+def _load() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise UserError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    digits = load_digits()
+    return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64)
+
+
+def split_indices(split: str) -> np.ndarray:
+    """Indices into load_digits() of one split."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown digits split {split!r}; choose train, val or test")
+    n = len(_load()[1])
+    fold = np.arange(n) % 5
+    if split == "train":
+        return np.flatnonzero(fold >= 2)
+    return np.flatnonzero(fold == SPLITS[split])
+
+
+def caption(label: int) -> str:
+    return f"a handwritten {NAMES[label]}"
+
+
+def corpus() -> str:
+    """Every character the dataset's text can hold (for building a tokenizer)."""
+    return "\n".join([QUESTION, *(caption(d) for d in range(len(NAMES)))])
+
+
+class Digits:
+    def __init__(self, image_size: int = 64):
+        if image_size < 8:
+            raise ValueError(f"digits image_size must be at least 8, got {image_size}")
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(_load()[1])
+
+    def size(self, split: str) -> int:
+        return len(split_indices(split))
+
+    def example(self, split: str, index: int) -> tuple[np.ndarray, int]:
+        """(image (H, W, 3) uint8, label) of the index-th image of a split."""
+        indices = split_indices(split)
+        images, labels = _load()
+        i = indices[index % len(indices)]
+        repeat = index // len(indices) if split == "train" else 0
+        shift = np.random.default_rng((repeat, int(i))) if repeat else None
+        return self.render(images[i], shift), int(labels[i])
+
+    def render(self, scan: np.ndarray, shift: np.random.Generator | None = None) -> np.ndarray:
+        """The scan upsampled to image_size, shifted by up to one scan pixel when given a
+        random generator."""
+        s = self.image_size
+        pixels = Image.fromarray((scan * 255).astype(np.uint8)).resize(
+            (s, s), Image.Resampling.BILINEAR)
+        if shift is not None:
+            dx, dy = (shift.uniform(-MAX_SHIFT, MAX_SHIFT, size=2) * s).round().astype(int)
+            pixels = pixels.transform((s, s), Image.Transform.AFFINE, (1, 0, dx, 0, 1, dy))
+        grey = np.asarray(pixels)
+        return np.repeat(grey[:, :, None], 3, axis=2)

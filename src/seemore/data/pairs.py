@@ -1,0 +1,68 @@
+"""(image, caption) pairs for contrastive training and retrieval, from either built-in
+dataset, and the batches of them the CLIP objective consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from seemore.data import digits
+from seemore.data.images import to_tensor
+from seemore.data.shapes import ShapesWorld, caption
+from seemore.tokenizer import CharTokenizer
+
+
+def caption_pair(dataset: str, image_size: int, split: str, index: int
+                 ) -> tuple[np.ndarray, str]:
+    """The index-th (image, caption) of a split of "shapes" or "digits"."""
+    if dataset == "shapes":
+        scene = ShapesWorld(image_size).scene(split, index)
+        return scene.image, caption(scene.objects)
+    image, label = digits.Digits(image_size).example(split, index)
+    return image, digits.caption(label)
+
+
+def n_pairs(dataset: str, split: str) -> int | None:
+    """How many distinct pairs a split holds; None when it has no end (shapes)."""
+    return None if dataset == "shapes" else digits.Digits().size(split)
+
+
+class CaptionPairs(Dataset):
+    def __init__(self, dataset: str, image_size: int, split: str, length: int):
+        self.dataset, self.image_size, self.split, self.length = (dataset, image_size, split,
+                                                                  length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        image, text = caption_pair(self.dataset, self.image_size, self.split, i)
+        return to_tensor(image), text
+
+
+@dataclass
+class PairBatch:
+    images: torch.Tensor  # (B, 3, H, W)
+    ids: torch.Tensor  # (B, T): <bos> caption <eos>, right-padded
+    eos: torch.Tensor  # (B,): where each row's <eos> is
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(self.images.to(device), self.ids.to(device), self.eos.to(device))
+
+
+def caption_ids(tokenizer: CharTokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids (B, T) of '<bos> caption <eos>' and the index of each <eos> (B,)."""
+    rows = [[tokenizer.bos_id, *tokenizer.encode(text, what="caption"), tokenizer.eos_id]
+            for text in texts]
+    ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_id, dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+    return ids, torch.tensor([len(row) - 1 for row in rows])
+
+
+def collate_pairs(items: list[tuple[torch.Tensor, str]], tokenizer: CharTokenizer) -> PairBatch:
+    ids, eos = caption_ids(tokenizer, [text for _, text in items])
+    return PairBatch(torch.stack([image for image, _ in items]), ids, eos)

@@ -1,0 +1,46 @@
+"""A model folder: config.json, model.safetensors and tokenizer.json, no pickles. It holds a
+VLM or a CLIP model; config.json's train.objective says which."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from seemore.config import Config
+from seemore.errors import UserError
+from seemore.tokenizer import CharTokenizer
+
+FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def save_folder(model, folder: str | Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save(folder / "config.json")
+    model.tokenizer.save(folder / "tokenizer.json")
+    save_model(model, str(folder / "model.safetensors"))
+
+
+def load_folder(folder: str | Path, device: str | torch.device = "cpu"):
+    """The model saved in folder, on device, in eval mode."""
+    from seemore.models.clip import CLIP
+    from seemore.models.vlm import VLM
+
+    folder = Path(folder)
+    for name in FILES:
+        if not (folder / name).is_file():
+            raise UserError(f"{folder} is not a seemore model folder: {name} is missing")
+    try:
+        config = Config.load(folder / "config.json")
+        tokenizer = CharTokenizer.load(folder / "tokenizer.json")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{folder}: unreadable config.json or tokenizer.json ({e})") from None
+    model = (CLIP if config.train.objective == "clip" else VLM)(config, tokenizer)
+    try:
+        load_model(model, str(folder / "model.safetensors"), device=str(device))
+    except Exception as e:  # safetensors raises several types for corrupt or foreign files
+        raise UserError(f"{folder / 'model.safetensors'}: cannot load weights ({e})") from None
+    return model.to(device).eval()
