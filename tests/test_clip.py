@@ -10,9 +10,11 @@ from seemore import load
 from seemore.cli import main
 from seemore.config import apply_overrides, get_preset
 from seemore.data import digits
+from seemore.errors import UserError
 from seemore.models.clip import CLIP, info_nce_loss, sigmoid_loss
+from seemore.models.folder import load_components
 from seemore.retrieval import evaluate_clip, recall_at_k
-from seemore.train.loop import build_model, train
+from seemore.train.loop import build_model, make_optimizer, prepare, train
 
 
 def _unit(rows):
@@ -150,3 +152,39 @@ def test_clip_run_loads_back_and_evaluates(clip_run, capsys, tmp_path):
     capsys.readouterr()
     assert main(["ask", str(out), str(image_file), "what digit is this?"]) == 2
     assert "cannot ask" in capsys.readouterr().err
+
+
+def test_frozen_components_get_no_gradients_no_state_and_stay_bit_identical(tmp_path):
+    start = tmp_path / "start"
+    build_model(get_preset("tiny")).save_pretrained(start)
+    config = apply_overrides(get_preset("tiny"), [
+        f"train.init_from={start}", "train.freeze=vision,decoder", "train.steps=5"])
+    model = build_model(config)
+    prepare(model, config)
+    optimizer = make_optimizer(model, config)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in model.projector.parameters()}
+
+    trained = train(config, tmp_path / "run", progress=False)
+    before = load(start).state_dict()
+    after = trained.state_dict()
+    for name, tensor in after.items():
+        if name.startswith(("vision.", "decoder.")):
+            assert torch.equal(tensor, before[name]), name
+    assert not torch.equal(after["projector.mlp.fc.weight"], before["projector.mlp.fc.weight"])
+
+
+def test_vision_from_copies_the_vit_of_a_clip_run(clip_run, tmp_path):
+    out, clip = clip_run
+    config = apply_overrides(clip.config, ["train.objective=vlm", "data.dataset=shapes",
+                                           f"train.vision_from={out}"])
+    model = build_model(config)
+    prepare(model, config)
+    for name, tensor in model.vision.state_dict().items():
+        assert torch.equal(tensor, clip.vision.state_dict()[name]), name
+
+    other = apply_overrides(config, ["model.vision.dim=32", "model.vision.n_heads=2"])
+    with pytest.raises(UserError, match="does not fit"):
+        prepare(build_model(other), other)
+    with pytest.raises(UserError, match="no decoder"):
+        load_components(model, out, only=("decoder",))

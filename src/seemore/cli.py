@@ -1,4 +1,4 @@
-"""The `seemore` command: train, eval, caption, ask.
+"""The `seemore` command: train, eval, caption, ask, generate.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from seemore.config import PRESETS, get_preset, override_keys
 from seemore.errors import UserError
-from seemore.recipes import RECIPES, recipe_stages
+from seemore.recipes import RECIPES, plan
 
 
 def _override_help() -> str:
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="end-to-end",
                    help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
+    p.add_argument("--text", default=None, metavar="FILE",
+                   help="UTF-8 text for language-model training (data.text_file); default: "
+                        "text written by the shapes world")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                    help="auto (default): bf16 autocast where supported; fp32 turns it off")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="image file")
     p.add_argument("question", help='for example "what color is the circle?"')
     _add_sampling(p)
+
+    p = sub.add_parser("generate", help="continue a text prompt with the decoder alone")
+    p.add_argument("run", help="run or model folder (a language-model run, or any VLM)")
+    p.add_argument("prompt", help='for example "what color"')
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    _add_sampling(p)
     return parser
 
 
@@ -76,21 +85,39 @@ def cmd_train(args) -> None:
     overrides = list(args.overrides)
     if args.precision:
         overrides.append(f"train.precision={args.precision}")
-    (config,) = recipe_stages(args.recipe, get_preset(args.preset), overrides)
-    out = Path(args.out or f"runs/{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (out / "model.safetensors").exists():
-        raise UserError(f"{out} already holds a trained model; choose another --out")
-    print(f"training preset {config.preset!r}, recipe {args.recipe!r}, for "
-          f"{config.train.steps} steps -> {out}")
-    start = time.perf_counter()
-    model = train(config, out, progress=not args.no_progress)
-    print(f"trained in {time.perf_counter() - start:.0f}s")
-    run_eval(model, out, config.train.final_eval_scenes)
-    if config.train.objective == "clip":
-        print(f"\nsaved to {out}; try: seemore eval {out}")
+    if args.text:  # every stage, so that all of them build the same tokenizer
+        overrides.append(f"data.text_file={args.text}")
+    preset = get_preset(args.preset)
+    out = Path(args.out or f"runs/{preset.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    stages = plan(args.recipe, preset, overrides, out)
+    for stage in stages:
+        if (stage.folder / "model.safetensors").exists():
+            raise UserError(f"{stage.folder} already holds a trained model; choose another --out")
+    timings = []
+    for stage in stages:
+        t = stage.config.train
+        print(f"stage {stage.name!r}: preset {preset.preset!r}, objective {t.objective}, "
+              f"{t.steps} steps of {t.batch_size} -> {stage.folder}")
+        start = time.perf_counter()
+        model = train(stage.config, stage.folder, progress=not args.no_progress)
+        timings.append({"stage": stage.name, "folder": str(stage.folder),
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "samples": t.steps * t.batch_size})
+        print(f"stage {stage.name!r} trained in {timings[-1]['seconds']:.0f}s")
+    if len(stages) > 1:
+        (out / "recipe.json").write_text(json.dumps(
+            {"recipe": args.recipe, "stages": timings}, indent=2) + "\n")
+    final = stages[-1]
+    if final.config.train.objective == "lm":
+        print(f"\nsaved to {final.folder}; try: seemore generate {final.folder} \"what \"")
+        return
+    run_eval(model, final.folder, final.config.train.final_eval_scenes)
+    if final.config.train.objective == "clip":
+        print(f"\nsaved to {final.folder}; try: seemore eval {final.folder}")
         return
     show_samples(model)
-    print(f"\nsaved to {out}; try: seemore ask {out} IMAGE \"what color is the circle?\"")
+    print(f"\nsaved to {final.folder}; try: seemore ask {final.folder} IMAGE "
+          "\"what color is the circle?\"")
 
 
 def run_eval(model, out: Path, n_scenes: int) -> dict:
@@ -164,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ask":
             model = _load_vlm(args)
             print(model.ask(args.image, args.question, **_sampling(args)))
+        elif args.command == "generate":
+            model = _load(args)
+            if model.config.train.objective == "clip":
+                raise UserError(f"{args.run} holds a clip model, which has no decoder to "
+                                "generate with")
+            print(model.complete(args.prompt, args.max_new_tokens, **_sampling(args)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

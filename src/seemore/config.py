@@ -18,7 +18,8 @@ from seemore.errors import UserError
 FORMAT_VERSION = 1
 NORMS = ("layernorm", "rmsnorm")
 DATASETS = ("shapes", "digits")
-OBJECTIVES = ("vlm", "clip")
+OBJECTIVES = ("vlm", "clip", "lm")
+COMPONENTS = ("vision", "projector", "decoder", "text")
 TASKS = ("caption", "color", "shape", "size", "position", "count", "exist")
 
 
@@ -156,6 +157,8 @@ class DataConfig:
     """The built-in shapes world and how training examples are drawn from it."""
 
     dataset: str = "shapes"  # or "digits" (scikit-learn's bundled handwritten digits)
+    # UTF-8 text for train.objective=lm; empty: text written by the shapes world
+    text_file: str = ""
     # the tasks to train on: "caption" and question types
     tasks: tuple[str, ...] = TASKS
     # how many of them each image carries, packed into one sequence (see data/collate.py)
@@ -175,8 +178,14 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     # what the run trains: "vlm", the captioning and question-answering model; "clip", the
-    # ViT with a text encoder by contrastive learning (models/clip.py)
+    # ViT with a text encoder by contrastive learning (models/clip.py); "lm", the VLM's
+    # decoder alone on plain text (data.text_file)
     objective: str = "vlm"
+    # model folders this run starts from: every component they hold (vision, projector,
+    # decoder, text) is copied in, a later folder's over an earlier one's
+    init_from: tuple[str, ...] = ()
+    vision_from: str = ""  # a run or model folder whose ViT this run starts from
+    freeze: tuple[str, ...] = ()  # components that do not train (no gradients, no state)
     steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-3
@@ -199,6 +208,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.objective in OBJECTIVES,
                f"train.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        unknown = set(self.freeze) - set(COMPONENTS)
+        _check(not unknown, f"train.freeze: unknown components {', '.join(sorted(unknown))}; "
+                            f"choose from {', '.join(COMPONENTS)}")
         _check(self.steps > 0, "train.steps must be positive")
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(self.precision in ("auto", "bf16", "fp32"),
@@ -327,7 +339,7 @@ def _parse_value(key: str, text: str, hint):
             return text.lower() in ("true", "1")
         if typing.get_origin(hint) is tuple:
             inner = typing.get_args(hint)[0]
-            return tuple(inner(x) for x in text.split(","))
+            return tuple(inner(x) for x in text.split(",")) if text else ()
         return hint(text)
     except ValueError:
         raise UserError(f"override {key}={text!r}: expected a value of type "

@@ -1,24 +1,82 @@
-"""Training recipes: a named sequence of stages, each a list of config overrides applied to
-the preset (the user's own overrides come last and win).
+"""Training recipes: a named sequence of stages. Each stage is a list of config overrides on
+top of the preset, and may start from the model folders of earlier stages; it trains and
+writes its own model folder, RUN/<n>-<stage>/.
 
     end-to-end   the VLM trains on captions and questions at once (the original seemore)
     clip         the ViT and a text encoder learn a joint space by contrastive learning
+    llava        1 text:     the decoder alone, as a language model on text
+                 2 clip:     the ViT, by contrastive learning on captions
+                 3 align:    the projector alone, on captions (ViT from 2, decoder from 1,
+                             both frozen)
+                 4 instruct: projector and decoder on questions and captions (ViT frozen)
+
+The user's overrides apply to every stage; prefixed with a stage's name they apply to that
+stage only: ``clip.train.steps=200``, ``align.train.vision_from=runs/my-clip``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from seemore.config import Config, apply_overrides
 from seemore.errors import UserError
 
-RECIPES: dict[str, list[list[str]]] = {
-    "end-to-end": [[]],
-    "clip": [["train.objective=clip", "train.steps=1000", "train.batch_size=128",
-              "train.lr=1e-3"]],
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    overrides: tuple[str, ...] = ()
+    init_from: tuple[str, ...] = ()  # earlier stages whose components this one starts from
+    vision_from: str = ""  # an earlier stage whose ViT this one starts from
+
+
+CLIP = ("train.objective=clip", "train.batch_size=128", "train.lr=1e-3")
+RECIPES: dict[str, tuple[Stage, ...]] = {
+    "end-to-end": (Stage("vlm"),),
+    "clip": (Stage("clip", (*CLIP, "train.steps=1000")),),
+    # 89,600 samples in all (text windows, pairs, examples), as many as the default preset's
+    # end-to-end run, so that the two compare at equal data
+    "llava": (
+        Stage("text", ("train.objective=lm", "train.steps=200", "train.lr=2e-3")),
+        Stage("clip", (*CLIP, "train.steps=300")),
+        Stage("align", ("data.tasks=caption", "train.freeze=vision,decoder",
+                        "train.steps=100", "train.warmup_steps=20"),
+              init_from=("text",), vision_from="clip"),
+        Stage("instruct", ("train.freeze=vision", "train.steps=500"), init_from=("align",)),
+    ),
 }
 
 
-def recipe_stages(name: str, preset: Config, overrides: list[str]) -> list[Config]:
-    """The config of every stage of a recipe."""
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
-    return [apply_overrides(preset, stage + overrides) for stage in RECIPES[name]]
+@dataclass(frozen=True)
+class PlannedStage:
+    name: str
+    folder: Path
+    config: Config
+
+
+def plan(recipe: str, preset: Config, overrides: list[str], out: Path) -> list[PlannedStage]:
+    """Every stage's name, model folder and config."""
+    if recipe not in RECIPES:
+        raise UserError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+    stages = RECIPES[recipe]
+    names = [s.name for s in stages]
+    single = len(stages) == 1
+    folders = {s.name: out if single else out / f"{i}-{s.name}"
+               for i, s in enumerate(stages, start=1)}
+    planned = []
+    for stage in stages:
+        chain = list(stage.overrides)
+        if stage.init_from:
+            chain.append("train.init_from=" + ",".join(str(folders[n]) for n in stage.init_from))
+        if stage.vision_from:
+            chain.append(f"train.vision_from={folders[stage.vision_from]}")
+        for item in overrides:
+            prefix, _, rest = item.partition(".")
+            if prefix not in names:
+                chain.append(item)
+            elif prefix == stage.name:
+                chain.append(rest)
+        planned.append(PlannedStage(stage.name, folders[stage.name],
+                                    apply_overrides(preset, chain)))
+    return planned

@@ -10,8 +10,9 @@ Retrieval ranks the distinct captions among n_pairs held-out pairs for each imag
 n_pairs images for each caption, by cosine similarity; a retrieved image is a hit when its
 caption is the query word for word. (The shapes captions are nearly all distinct; the
 digits have ten, each shared by many images, so for them image-to-text recall@k is top-k
-classification accuracy over the ten.) zero_shot_digits is present for models trained on the digits: each test image is
-classified by the nearest of the ten prompts "a handwritten zero" ... "a handwritten nine".
+classification accuracy over the ten.) zero_shot_digits is present for models trained on
+the digits: each test image is classified by the nearest of the ten prompts
+"a handwritten zero" ... "a handwritten nine".
 """
 
 from __future__ import annotations

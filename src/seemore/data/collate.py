@@ -132,16 +132,15 @@ class ShapesDataset(Dataset):
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # (B, 3, H, W)
+    images: torch.Tensor | None  # (B, 3, H, W); None for text only
     ids: torch.Tensor  # (B, T), right-padded
     labels: torch.Tensor  # (B, T)
-    positions: torch.Tensor  # (B, T)
+    positions: torch.Tensor | None  # (B, T); None: 0, 1, 2, ...
     mask: torch.Tensor | None  # (B, 1, T, T); None when no row packs several tasks
 
     def to(self, device: torch.device) -> Batch:
-        mask = None if self.mask is None else self.mask.to(device)
-        return Batch(*(t.to(device) for t in (self.images, self.ids, self.labels,
-                                               self.positions)), mask)
+        return Batch(*(None if t is None else t.to(device) for t in (
+            self.images, self.ids, self.labels, self.positions, self.mask)))
 
 
 def collate(items: list[tuple[torch.Tensor, Sequence]], pad_id: int) -> Batch:

@@ -44,3 +44,31 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu"):
     except Exception as e:  # safetensors raises several types for corrupt or foreign files
         raise UserError(f"{folder / 'model.safetensors'}: cannot load weights ({e})") from None
     return model.to(device).eval()
+
+
+def load_components(model, folder: str | Path, only: tuple[str, ...] | None = None
+                    ) -> list[str]:
+    """Copy into model every component (a top-level submodule: vision, projector, decoder,
+    text) that the model folder also holds, or only the named ones; returns their names.
+    A component must match in every shape, and one that reads text (decoder, text) needs
+    the same tokenizer."""
+    source = load_folder(folder, "cpu")
+    theirs = dict(source.named_children())
+    loaded = []
+    for component, module in model.named_children():
+        if component not in theirs or (only is not None and component not in only):
+            continue
+        if component in ("decoder", "text") and source.tokenizer != model.tokenizer:
+            raise UserError(f"{folder}: its {component} was trained with a different "
+                            "tokenizer than this model's")
+        try:
+            module.load_state_dict(theirs[component].state_dict())
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[-1].strip()
+            raise UserError(f"{folder}: its {component} does not fit this model, the two "
+                            f"configs differ ({first})") from None
+        loaded.append(component)
+    missing = set(only or ()) - set(loaded)
+    if missing:
+        raise UserError(f"{folder} holds no {', '.join(sorted(missing))} to load")
+    return loaded

@@ -101,6 +101,14 @@ class VLM(nn.Module):
         max_new_tokens = max_new_tokens or self.config.model.decoder.max_seq_len
         return self.ask(image, CAPTION_PROMPT, max_new_tokens, **sampling)
 
+    def complete(self, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
+        """The prompt and its continuation by the decoder alone, without an image (what a
+        language-model run, train.objective=lm, learned)."""
+        if not prompt:
+            raise UserError("the prompt is empty")
+        ids = self.tokenizer.encode(prompt, what="prompt")
+        return prompt + generate_text(self, [ids], None, max_new_tokens, **sampling)[0]
+
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
         size = self.config.model.vision.image_size

@@ -27,9 +27,11 @@ from seemore.data import digits
 from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, ShapesDataset, collate
 from seemore.data.pairs import CaptionPairs, collate_pairs
 from seemore.data.shapes import ShapesWorld
+from seemore.data.text import TextWindows, collate_text, read_text, world_text
 from seemore.errors import UserError
 from seemore.evaluation import evaluate
 from seemore.models.clip import CLIP
+from seemore.models.folder import load_components
 from seemore.models.vlm import VLM
 from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
@@ -83,6 +85,8 @@ def build_tokenizer(config: Config) -> CharTokenizer:
         text = digits.corpus()
     else:
         text = ShapesWorld(config.model.vision.image_size).corpus()
+    if config.data.text_file:
+        text += read_text(config.data.text_file)
     return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR)
 
 
@@ -94,10 +98,27 @@ def build_model(config: Config) -> VLM | CLIP:
         config, model=dataclasses.replace(config.model, decoder=decoder))
     if config.train.objective == "clip":
         return CLIP(config, tokenizer)
-    if config.data.dataset != "shapes":
+    if config.train.objective == "vlm" and config.data.dataset != "shapes":
         raise UserError(f"train.objective=vlm trains on the shapes world only so far, not "
                         f"data.dataset={config.data.dataset}")
     return VLM(config, tokenizer)
+
+
+def prepare(model: VLM | CLIP, config: Config) -> None:
+    """Start the model from the folders the config names and freeze what it says."""
+    t = config.train
+    for folder in t.init_from:
+        load_components(model, folder)
+    if t.vision_from:
+        load_components(model, t.vision_from, only=("vision",))
+    children = dict(model.named_children())
+    for name in t.freeze:
+        if name not in children:
+            raise UserError(f"train.freeze: a {t.objective} model has no {name} "
+                            f"(it has {', '.join(children)})")
+        children[name].requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("train.freeze leaves nothing to train")
 
 
 def training_data(model: VLM | CLIP, config: Config) -> tuple[Dataset, Callable]:
@@ -106,6 +127,12 @@ def training_data(model: VLM | CLIP, config: Config) -> tuple[Dataset, Callable]
     if t.objective == "clip":
         pairs = CaptionPairs(config.data.dataset, size, "train", t.steps * t.batch_size)
         return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
+    if t.objective == "lm":
+        text = (read_text(config.data.text_file) if config.data.text_file
+                else world_text(size))
+        windows = TextWindows(text, model.tokenizer, config.model.decoder.max_seq_len,
+                              t.steps * t.batch_size, t.seed)
+        return windows, collate_text
     dataset = ShapesDataset(ShapesWorld(size), "train", model.tokenizer,
                             config.model.n_visual_tokens, config.data.tasks,
                             config.data.tasks_per_image, length=t.steps * t.batch_size,
@@ -140,7 +167,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     device = resolve_device(t.device)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    prepare(model, model.config)
+    model.to(device)
     config = model.config
     config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
@@ -166,7 +195,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            seen += b.images.shape[0]
+            seen += len(b.ids)
 
             last = step == t.steps - 1
             if step % t.log_every == 0 or last:
@@ -178,7 +207,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
                                 samples_s=f"{record['samples_per_s']:.0f}")
                 tick, seen = time.perf_counter(), 0
-            if t.eval_every and step > 0 and (step % t.eval_every == 0 or last):
+            evaluates = t.eval_every and t.objective != "lm"  # text has no val split yet
+            if evaluates and step > 0 and (step % t.eval_every == 0 or last):
                 result, summary = periodic_eval(model, config)
                 metrics.write(json.dumps({"step": step, "val": result}) + "\n")
                 metrics.flush()
