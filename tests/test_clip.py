@@ -9,7 +9,6 @@ from PIL import Image
 from seemore import load
 from seemore.cli import main
 from seemore.config import apply_overrides, get_preset
-from seemore.data import digits
 from seemore.errors import UserError
 from seemore.models.clip import CLIP, info_nce_loss, sigmoid_loss
 from seemore.models.folder import load_components
@@ -91,20 +90,6 @@ def test_recall_at_k_counts_identical_captions_as_hits():
     assert result["text_to_image"]["recall@1"] == 1.0
     result = recall_at_k(image, text, ["a", "c", "b"])
     assert result["image_to_text"]["recall@1"] == pytest.approx(2 / 3)
-
-
-def test_digits_splits_are_disjoint_fixed_and_captioned():
-    splits = {s: set(digits.split_indices(s).tolist()) for s in ("train", "val", "test")}
-    assert sum(map(len, splits.values())) == 1797
-    assert not (splits["train"] & splits["test"]) and not (splits["val"] & splits["test"])
-    data = digits.Digits(32)
-    image, label = data.example("test", 3)
-    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
-    np.testing.assert_array_equal(image, data.example("test", 3)[0])
-    n = data.size("train")
-    first, shifted = data.example("train", 0), data.example("train", n)
-    assert first[1] == shifted[1] and not np.array_equal(first[0], shifted[0])
-    assert digits.caption(7) == "a handwritten seven"
 
 
 @pytest.fixture(scope="module")

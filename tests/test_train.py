@@ -4,6 +4,7 @@ import torch
 
 from seemore import load
 from seemore.config import apply_overrides, get_preset
+from seemore.data.shapes import parse_caption
 from seemore.evaluation import caption_f1, evaluate
 from seemore.train.loop import learning_rate, train
 
@@ -41,10 +42,10 @@ def test_run_folder_loads_back_to_the_same_model(trained_run):
 
 def test_caption_f1():
     truth = ["a large red circle at the top left and a small blue square in the center"]
-    assert caption_f1(truth, truth) == 1.0
+    assert caption_f1(truth, truth, parse_caption) == 1.0
     half = ["a large red circle at the top left"]
-    assert abs(caption_f1(half, truth) - 2 / 3) < 1e-9
-    assert caption_f1(["gibberish"], truth) == 0.0
+    assert abs(caption_f1(half, truth, parse_caption) - 2 / 3) < 1e-9
+    assert caption_f1(["gibberish"], truth, parse_caption) == 0.0
 
 
 def test_compiled_training_takes_the_same_steps_as_eager(tmp_path):

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
     p.add_argument("--text", default=None, metavar="FILE",
                    help="UTF-8 text for language-model training (data.text_file); default: "
-                        "text written by the shapes world")
+                        "text written by the dataset")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                    help="auto (default): bf16 autocast where supported; fp32 turns it off")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run on the test and compositional splits")
     p.add_argument("run", help="run or model folder")
     p.add_argument("--scenes", type=int, default=None,
-                   help="scenes per split (default: the run's train.final_eval_scenes)")
+                   help="scenes (images) per split (default: the run's "
+                        "train.final_eval_scenes)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
     p = sub.add_parser("caption", help="describe images")
@@ -115,14 +116,14 @@ def cmd_train(args) -> None:
     if final.config.train.objective == "clip":
         print(f"\nsaved to {final.folder}; try: seemore eval {final.folder}")
         return
-    show_samples(model)
-    print(f"\nsaved to {final.folder}; try: seemore ask {final.folder} IMAGE "
-          "\"what color is the circle?\"")
+    question = show_samples(model)
+    print(f"\nsaved to {final.folder}; try: seemore ask {final.folder} IMAGE \"{question}\"")
 
 
 def run_eval(model, out: Path, n_scenes: int) -> dict:
-    """Evaluate, print the table and write out/eval.json. n_scenes: scenes per split for a
+    """Evaluate, print the table and write out/eval.json. n_scenes: images per split for a
     VLM; held-out pairs (at least 1,000) for a CLIP model."""
+    from seemore.data.datasets import open_dataset
     from seemore.evaluation import evaluate, format_table
     from seemore.retrieval import evaluate_clip, format_clip_table
 
@@ -131,26 +132,29 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
         (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
         print(format_clip_table(results))
         return results
-    results = {split: evaluate(model, split, n_scenes) for split in ("test", "compositional")}
+    data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
+    results = {split: evaluate(model, split, n_scenes) for split in data.eval_splits}
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     return results
 
 
-def show_samples(model, n: int = 3) -> None:
-    """Questions about n held-out test images: the model's answer next to the truth."""
-    from seemore.data.shapes import ShapesWorld, caption
+def show_samples(model, n: int = 3) -> str:
+    """Questions about n held-out test images: the model's answer next to the truth.
+    Returns the first question asked."""
+    from seemore.data.datasets import open_dataset
 
-    world = ShapesWorld(model.config.model.vision.image_size)
+    data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
     for i in range(n):
-        scene = world.scene("test", i)
-        print(f"\ntest image {i}: {caption(scene.objects)}")
-        answer = model.caption(scene.image)
-        print(f"  {'ok' if answer == caption(scene.objects) else 'XX'} caption: {answer}")
-        for _, question, truth in world.questions("test", i):
-            answer = model.ask(scene.image, question)
+        example = data.labelled("test", i)
+        print(f"\ntest image {i}: {example.caption}")
+        answer = model.caption(example.image)
+        print(f"  {'ok' if answer == example.caption else 'XX'} caption: {answer}")
+        for _, question, truth in example.questions:
+            answer = model.ask(example.image, question)
             mark = "ok" if answer == truth else "XX"
             print(f"  {mark} {question:<42} model: {answer:<14} truth: {truth}")
+    return data.labelled("test", 0).questions[0][1]
 
 
 def _load(args):

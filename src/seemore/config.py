@@ -13,14 +13,13 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seemore.data.datasets import DATASETS
 from seemore.errors import UserError
 
 FORMAT_VERSION = 1
 NORMS = ("layernorm", "rmsnorm")
-DATASETS = ("shapes", "digits")
 OBJECTIVES = ("vlm", "clip", "lm")
 COMPONENTS = ("vision", "projector", "decoder", "text")
-TASKS = ("caption", "color", "shape", "size", "position", "count", "exist")
 
 
 @dataclass(frozen=True)
@@ -154,13 +153,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The built-in shapes world and how training examples are drawn from it."""
+    """Which built-in dataset, and how training examples are drawn from it."""
 
     dataset: str = "shapes"  # or "digits" (scikit-learn's bundled handwritten digits)
-    # UTF-8 text for train.objective=lm; empty: text written by the shapes world
+    # UTF-8 text for train.objective=lm; empty: text written by the dataset
     text_file: str = ""
-    # the tasks to train on: "caption" and question types
-    tasks: tuple[str, ...] = TASKS
+    # the tasks to train on: "caption" and the dataset's question types; empty: all of them
+    tasks: tuple[str, ...] = ()
     # how many of them each image carries, packed into one sequence (see data/collate.py)
     tasks_per_image: int = 1
     num_workers: int = 0
@@ -168,11 +167,20 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.dataset in DATASETS,
                f"data.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        unknown = set(self.tasks) - set(TASKS)
-        _check(bool(self.tasks) and not unknown,
-               f"data.tasks must be a non-empty subset of {', '.join(TASKS)}")
-        _check(1 <= self.tasks_per_image <= len(self.tasks),
-               f"data.tasks_per_image must be between 1 and {len(self.tasks)}")
+        unknown = set(self.tasks) - set(self.dataset_tasks)
+        _check(not unknown, f"data.tasks: {', '.join(sorted(unknown))} is not a task of "
+                            f"data.dataset={self.dataset}; choose from "
+                            f"{', '.join(self.dataset_tasks)}")
+        _check(1 <= self.tasks_per_image <= len(self.task_names),
+               f"data.tasks_per_image must be between 1 and {len(self.task_names)}")
+
+    @property
+    def dataset_tasks(self) -> tuple[str, ...]:
+        return ("caption", *DATASETS[self.dataset].question_types)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.tasks or self.dataset_tasks
 
 
 @dataclass(frozen=True)

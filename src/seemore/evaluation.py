@@ -1,33 +1,36 @@
-"""Evaluation on the shapes world: VQA exact-match accuracy and caption object-F1.
+"""Evaluation of a VLM on a built-in dataset: VQA exact-match accuracy and caption object-F1.
 
 The result for one split has a stable form, written to ``eval.json`` per split:
 
     {"vqa_accuracy": {"overall": 0.93, "color": 0.99, "shape": ..., "size": ...,
                       "position": ..., "count": ..., "exist": ...},
-     "caption_object_f1": 0.9, "n_scenes": 500, "n_questions": 2980}
+     "caption_object_f1": 0.9, "n_images": 500, "n_questions": 2980}
 
+with one accuracy per question type of the dataset (the digits have "digit" and "verify").
 Caption object-F1 is micro-averaged: an object counts as found when a predicted object has
-the same shape, colour, size and position.
+the same shape, colour, size and position (for the digits: the same digit).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 import torch
 
 from seemore.data.collate import CAPTION_PROMPT
+from seemore.data.datasets import open_dataset
 from seemore.data.images import to_tensor
-from seemore.data.shapes import QUESTION_TYPES, ShapesWorld, caption, parse_caption
 from seemore.generation import generate_text
 
 ANSWER_TOKENS = 16  # the longest answer is "bottom right"
 
 
-def caption_f1(predicted: list[str], truth: list[str]) -> float:
+def caption_f1(predicted: list[str], truth: list[str], parse: Callable[[str], list]) -> float:
+    """Micro-averaged F1 of the objects parse finds in the predicted and true captions."""
     tp = n_pred = n_true = 0
     for p, t in zip(predicted, truth, strict=True):
-        pred, true = Counter(parse_caption(p)), Counter(parse_caption(t))
+        pred, true = Counter(parse(p)), Counter(parse(t))
         tp += sum((pred & true).values())
         n_pred += sum(pred.values())
         n_true += sum(true.values())
@@ -45,19 +48,20 @@ def _answer(model, images: list, prompts: list[str], max_new_tokens: int,
 
 
 @torch.no_grad()
-def evaluate(model, split: str, n_scenes: int, with_captions: bool = True,
+def evaluate(model, split: str, n_images: int, with_captions: bool = True,
              batch_size: int = 256) -> dict:
-    """Greedy answers to one question of every type for scenes 0..n_scenes-1 of a split,
-    and (with_captions) a caption for each scene."""
+    """Greedy answers to every question of images 0..n_images-1 of a split of the run's
+    dataset (all of the split if it holds fewer), and (with_captions) a caption of each."""
     was_training = model.training
     model.eval()
-    world = ShapesWorld(model.config.model.vision.image_size)
-    scenes = [world.scene(split, i) for i in range(n_scenes)]
+    data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
+    n_images = min(n_images, data.size(split) or n_images)
+    examples = [data.labelled(split, i) for i in range(n_images)]
     kinds, images, questions, truths = [], [], [], []
-    for i, scene in enumerate(scenes):
-        for kind, q, a in world.questions(split, i, scene):
+    for example in examples:
+        for kind, q, a in example.questions:
             kinds.append(kind)
-            images.append(scene.image)
+            images.append(example.image)
             questions.append(q)
             truths.append(a)
     answers = _answer(model, images, questions, ANSWER_TOKENS, batch_size)
@@ -67,21 +71,22 @@ def evaluate(model, split: str, n_scenes: int, with_captions: bool = True,
         total[kind] += 1
         right[kind] += answer == truth
     accuracy = {"overall": sum(right.values()) / max(1, len(answers))}
-    accuracy.update({k: right[k] / total[k] for k in QUESTION_TYPES if total[k]})
-    result = {"vqa_accuracy": accuracy, "n_scenes": n_scenes, "n_questions": len(answers)}
+    accuracy.update({k: right[k] / total[k] for k in data.question_types if total[k]})
+    result = {"vqa_accuracy": accuracy, "n_images": n_images, "n_questions": len(answers)}
 
     if with_captions:
         # as long as the context allows: generation stops at its end
-        predicted = _answer(model, [s.image for s in scenes], [CAPTION_PROMPT] * n_scenes,
+        predicted = _answer(model, [e.image for e in examples], [CAPTION_PROMPT] * n_images,
                             model.config.model.decoder.max_seq_len, batch_size)
-        result["caption_object_f1"] = caption_f1(predicted, [caption(s.objects) for s in scenes])
+        result["caption_object_f1"] = caption_f1(
+            predicted, [e.caption for e in examples], data.parse_caption)
     model.train(was_training)
     return result
 
 
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table: one row per split, one column per metric."""
-    columns = ["overall", *QUESTION_TYPES]
+    columns = list(dict.fromkeys(c for r in results.values() for c in r["vqa_accuracy"]))
     header = f"{'split':<14}" + "".join(f"{c:>9}" for c in columns) + f"{'caption F1':>12}"
     lines = [header, "-" * len(header)]
     for split, r in results.items():

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 
 from seemore.data import digits
+from seemore.data.datasets import open_dataset
 from seemore.data.images import to_tensor
-from seemore.data.pairs import caption_pair, n_pairs
 
 KS = (1, 5, 10)
 
@@ -64,12 +64,12 @@ def evaluate_clip(model, split: str = "test", n: int = 1000) -> dict:
     holds fewer), and zero-shot classification of the same images for the digits."""
     was_training = model.training
     model.eval()
-    config = model.config
-    dataset, size = config.data.dataset, config.model.vision.image_size
-    n = min(n, n_pairs(dataset, split) or n)
-    pairs = [caption_pair(dataset, size, split, i) for i in range(n)]
-    captions = [text for _, text in pairs]
-    image = embed_images(model, [im for im, _ in pairs])
+    dataset = model.config.data.dataset
+    data = open_dataset(dataset, model.config.model.vision.image_size)
+    n = min(n, data.size(split) or n)
+    pairs = [data.pair(split, i) for i in range(n)]
+    captions = [caption for _, caption in pairs]
+    image = embed_images(model, [image for image, _ in pairs])
     result = {split: {**recall_at_k(image, embed_texts(model, captions), captions),
                       "n_pairs": n}}
     if dataset == "digits":

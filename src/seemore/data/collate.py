@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from seemore.data.digits import Digits
 from seemore.data.images import to_tensor
-from seemore.data.shapes import ShapesWorld, caption
+from seemore.data.shapes import ShapesWorld
 from seemore.errors import UserError
 from seemore.tokenizer import CharTokenizer
 
@@ -93,20 +94,20 @@ def attention_mask(segments: torch.Tensor) -> torch.Tensor:
     return ((causal & (same | prefix) & real) | eye).unsqueeze(1)
 
 
-class ShapesDataset(Dataset):
-    """Scenes ``offset .. offset+length-1`` of one split of the shapes world. Each carries
+class TaskDataset(Dataset):
+    """Images ``offset .. offset+length-1`` of one split of a built-in dataset. Each carries
     ``per_image`` of the named tasks ("caption" and question types), drawn at random but
-    deterministically per scene, packed into one sequence.
+    deterministically per image, packed into one sequence.
 
-    With one task per image, each run of ``group`` consecutive scenes (set it to the batch
+    With one task per image, each run of ``group`` consecutive images (set it to the batch
     size) is all captions or all questions, captions in their fair share of the groups: a
     batch of short questions padded to the length of one caption costs three times as much.
     """
 
-    def __init__(self, world: ShapesWorld, split: str, tokenizer: CharTokenizer, n_visual: int,
-                 tasks: tuple[str, ...], per_image: int, length: int, group: int = 1,
-                 offset: int = 0):
-        self.world, self.split, self.tokenizer = world, split, tokenizer
+    def __init__(self, data: ShapesWorld | Digits, split: str, tokenizer: CharTokenizer,
+                 n_visual: int, tasks: tuple[str, ...], per_image: int, length: int,
+                 group: int = 1, offset: int = 0):
+        self.data, self.split, self.tokenizer = data, split, tokenizer
         self.n_visual, self.tasks, self.per_image = n_visual, tasks, per_image
         self.length, self.group, self.offset = length, group, offset
 
@@ -115,19 +116,18 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Sequence]:
         index = self.offset + i
-        scene = self.world.scene(self.split, index)
-        questions = self.world.questions(self.split, index, scene)
-        available = {kind: (q, a) for kind, q, a in questions}
-        available["caption"] = (CAPTION_PROMPT, caption(scene.objects))
+        example = self.data.labelled(self.split, index)
+        available = {kind: (q, a) for kind, q, a in example.questions}
+        available["caption"] = (CAPTION_PROMPT, example.caption)
         kinds = [k for k in self.tasks if k in available]
         if self.per_image == 1 and "caption" in kinds and len(kinds) > 1:
-            group_rng = self.world.rng(self.split, index // self.group, stream=3)
+            group_rng = self.data.rng(self.split, index // self.group, stream=3)
             captions = group_rng.random() < 1 / len(self.tasks)
             kinds = ["caption"] if captions else [k for k in kinds if k != "caption"]
-        rng = self.world.rng(self.split, index, stream=2)
+        rng = self.data.rng(self.split, index, stream=2)
         chosen = rng.choice(len(kinds), size=min(self.per_image, len(kinds)), replace=False)
         tasks = [available[kinds[c]] for c in chosen]
-        return to_tensor(scene.image), training_sequence(self.tokenizer, self.n_visual, tasks)
+        return to_tensor(example.image), training_sequence(self.tokenizer, self.n_visual, tasks)
 
 
 @dataclass

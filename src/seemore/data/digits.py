@@ -2,8 +2,9 @@
 
 1,797 greyscale 8x8 scans of the digits 0-9 (``sklearn.datasets.load_digits``, shipped
 inside scikit-learn: no download), drawn white on black and upsampled to the model's image
-size. Every image has the caption "a handwritten seven" and the question "what digit is
-this?" with the answer "seven".
+size. Every image has the caption "a handwritten seven" and two questions: "what digit is
+this?" ("seven") and "is this a three?" ("no"; the digit asked about is the image's own in
+half of the images, at random).
 
 Splits are fixed by index: every fifth image (index % 5 == 0) is test, the next is val, the
 other three fifths are train. A train index past the end of the split wraps around with a
@@ -13,15 +14,18 @@ images are never shifted.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 import numpy as np
 from PIL import Image
 
+from seemore.data.labelled import Labelled
 from seemore.errors import UserError
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 QUESTION = "what digit is this?"
+QUESTION_TYPES = ("digit", "verify")
 SPLITS = {"test": 0, "val": 1}  # index % 5; the rest is train
 MAX_SHIFT = 1 / 8  # of the image side: one pixel of the original 8x8 scan
 
@@ -51,12 +55,32 @@ def caption(label: int) -> str:
     return f"a handwritten {NAMES[label]}"
 
 
+_CAPTION_RE = re.compile(rf"a handwritten ({'|'.join(NAMES)})\b")
+
+
+def parse_caption(text: str) -> list[str]:
+    """The digits a caption names."""
+    return _CAPTION_RE.findall(text)
+
+
+def verify_question(label: int) -> str:
+    return f"is this a{'n' if NAMES[label][0] in 'aeiou' else ''} {NAMES[label]}?"
+
+
 def corpus() -> str:
     """Every character the dataset's text can hold (for building a tokenizer)."""
-    return "\n".join([QUESTION, *(caption(d) for d in range(len(NAMES)))])
+    lines = [QUESTION, "yes", "no"]
+    for d in range(len(NAMES)):
+        lines += [caption(d), verify_question(d)]
+    return "\n".join(lines)
 
 
 class Digits:
+    question_types = QUESTION_TYPES
+    eval_splits = ("test",)
+    parse_caption = staticmethod(parse_caption)
+    corpus = staticmethod(corpus)
+
     def __init__(self, image_size: int = 64):
         if image_size < 8:
             raise ValueError(f"digits image_size must be at least 8, got {image_size}")
@@ -68,7 +92,24 @@ class Digits:
     def size(self, split: str) -> int:
         return len(split_indices(split))
 
-    def example(self, split: str, index: int) -> tuple[np.ndarray, int]:
+    def rng(self, split: str, index: int, stream: int = 0) -> np.random.Generator:
+        split_indices(split)  # checks the name
+        return np.random.default_rng((("train", "val", "test").index(split), index, stream))
+
+    def labelled(self, split: str, index: int) -> Labelled:
+        image, label = self.scan(split, index)
+        rng = self.rng(split, index, stream=1)
+        other = (label + int(rng.integers(1, len(NAMES)))) % len(NAMES)
+        asked = label if rng.random() < 0.5 else other
+        questions = [("digit", QUESTION, NAMES[label]),
+                     ("verify", verify_question(asked), "yes" if asked == label else "no")]
+        return Labelled(image, caption(label), questions)
+
+    def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
+        image, label = self.scan(split, index)
+        return image, caption(label)
+
+    def scan(self, split: str, index: int) -> tuple[np.ndarray, int]:
         """(image (H, W, 3) uint8, label) of the index-th image of a split."""
         indices = split_indices(split)
         images, labels = _load()

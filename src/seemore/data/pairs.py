@@ -5,42 +5,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seemore.data import digits
+from seemore.data.datasets import open_dataset
 from seemore.data.images import to_tensor
-from seemore.data.shapes import ShapesWorld, caption
 from seemore.tokenizer import CharTokenizer
 
 
-def caption_pair(dataset: str, image_size: int, split: str, index: int
-                 ) -> tuple[np.ndarray, str]:
-    """The index-th (image, caption) of a split of "shapes" or "digits"."""
-    if dataset == "shapes":
-        scene = ShapesWorld(image_size).scene(split, index)
-        return scene.image, caption(scene.objects)
-    image, label = digits.Digits(image_size).example(split, index)
-    return image, digits.caption(label)
-
-
-def n_pairs(dataset: str, split: str) -> int | None:
-    """How many distinct pairs a split holds; None when it has no end (shapes)."""
-    return None if dataset == "shapes" else digits.Digits().size(split)
-
-
 class CaptionPairs(Dataset):
+    """The (image, caption) pairs of a split of a built-in dataset, as (tensor, text)."""
+
     def __init__(self, dataset: str, image_size: int, split: str, length: int):
-        self.dataset, self.image_size, self.split, self.length = (dataset, image_size, split,
-                                                                  length)
+        self.data, self.split, self.length = open_dataset(dataset, image_size), split, length
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        image, text = caption_pair(self.dataset, self.image_size, self.split, i)
-        return to_tensor(image), text
+        image, caption = self.data.pair(self.split, i)
+        return to_tensor(image), caption
 
 
 @dataclass

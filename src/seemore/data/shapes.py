@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from seemore.data.labelled import Labelled
+
 COLORS = {
     "red": (220, 40, 40),
     "green": (40, 175, 60),
@@ -78,6 +80,10 @@ def parse_caption(text: str) -> list[Object]:
 
 
 class ShapesWorld:
+    question_types = QUESTION_TYPES
+    eval_splits = ("test", "compositional")
+    parse_caption = staticmethod(parse_caption)
+
     def __init__(self, image_size: int = 64):
         if image_size < 16:
             raise ValueError(f"shapes world image_size must be at least 16, got {image_size}")
@@ -210,6 +216,18 @@ class ShapesWorld:
         return f"is there {article} {color} {shape}?", answer
 
     # --- examples -------------------------------------------------------------------------
+
+    def size(self, split: str) -> None:
+        return None  # every index is a new scene
+
+    def labelled(self, split: str, index: int) -> Labelled:
+        scene = self.scene(split, index)
+        return Labelled(scene.image, caption(scene.objects), self.questions(split, index, scene))
+
+    def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
+        """(image, caption): labelled without the questions, which cost half as much again."""
+        scene = self.scene(split, index)
+        return scene.image, caption(scene.objects)
 
     def questions(self, split: str, index: int, scene: Scene | None = None
                   ) -> list[tuple[str, str, str]]:

@@ -1,6 +1,6 @@
 """Plain text for language-model pretraining of the decoder: any UTF-8 file, or by default
-text written by the shapes world (captions, and questions followed by their answers), so
-the recipe needs no download. Training examples are windows of the text at positions drawn
+text written by the built-in dataset (captions, and questions followed by their answers),
+so the recipe needs no download. Training examples are windows of the text at positions drawn
 at random, deterministically by index."""
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ import torch
 from torch.utils.data import Dataset
 
 from seemore.data.collate import Batch
-from seemore.data.shapes import ShapesWorld, caption
+from seemore.data.datasets import open_dataset
 from seemore.errors import UserError
 from seemore.tokenizer import CharTokenizer
 
-WORLD_SCENES = 2000  # scenes whose text makes the default corpus (about 0.4 MB)
+WORLD_IMAGES = 2000  # train images whose text makes the default corpus (0.4 MB of shapes)
 
 
-def world_text(image_size: int, n_scenes: int = WORLD_SCENES) -> str:
-    world = ShapesWorld(image_size)
+def world_text(dataset: str, image_size: int, n_images: int = WORLD_IMAGES) -> str:
+    data = open_dataset(dataset, image_size)
     lines = []
-    for i in range(n_scenes):
-        scene = world.scene("train", i)
-        lines.append(caption(scene.objects))
-        lines.extend(f"{q} {a}" for _, q, a in world.questions("train", i, scene))
+    for i in range(n_images):
+        example = data.labelled("train", i)
+        lines.append(example.caption)
+        lines.extend(f"{q} {a}" for _, q, a in example.questions)
     return "\n".join(lines) + "\n"
 
 

@@ -23,10 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from seemore.config import Config
-from seemore.data import digits
-from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, ShapesDataset, collate
+from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, TaskDataset, collate
+from seemore.data.datasets import open_dataset
 from seemore.data.pairs import CaptionPairs, collate_pairs
-from seemore.data.shapes import ShapesWorld
 from seemore.data.text import TextWindows, collate_text, read_text, world_text
 from seemore.errors import UserError
 from seemore.evaluation import evaluate
@@ -81,10 +80,7 @@ def learning_rate(step: int, config: Config) -> float:
 
 def build_tokenizer(config: Config) -> CharTokenizer:
     """The character vocabulary of everything the training data can say."""
-    if config.data.dataset == "digits":
-        text = digits.corpus()
-    else:
-        text = ShapesWorld(config.model.vision.image_size).corpus()
+    text = open_dataset(config.data.dataset, config.model.vision.image_size).corpus()
     if config.data.text_file:
         text += read_text(config.data.text_file)
     return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR)
@@ -98,9 +94,6 @@ def build_model(config: Config) -> VLM | CLIP:
         config, model=dataclasses.replace(config.model, decoder=decoder))
     if config.train.objective == "clip":
         return CLIP(config, tokenizer)
-    if config.train.objective == "vlm" and config.data.dataset != "shapes":
-        raise UserError(f"train.objective=vlm trains on the shapes world only so far, not "
-                        f"data.dataset={config.data.dataset}")
     return VLM(config, tokenizer)
 
 
@@ -123,20 +116,18 @@ def prepare(model: VLM | CLIP, config: Config) -> None:
 
 def training_data(model: VLM | CLIP, config: Config) -> tuple[Dataset, Callable]:
     """The dataset of the run's objective, long enough for every step, and its collate."""
-    t, size = config.train, config.model.vision.image_size
+    t, d, size = config.train, config.data, config.model.vision.image_size
     if t.objective == "clip":
-        pairs = CaptionPairs(config.data.dataset, size, "train", t.steps * t.batch_size)
+        pairs = CaptionPairs(d.dataset, size, "train", t.steps * t.batch_size)
         return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
     if t.objective == "lm":
-        text = (read_text(config.data.text_file) if config.data.text_file
-                else world_text(size))
+        text = read_text(d.text_file) if d.text_file else world_text(d.dataset, size)
         windows = TextWindows(text, model.tokenizer, config.model.decoder.max_seq_len,
                               t.steps * t.batch_size, t.seed)
         return windows, collate_text
-    dataset = ShapesDataset(ShapesWorld(size), "train", model.tokenizer,
-                            config.model.n_visual_tokens, config.data.tasks,
-                            config.data.tasks_per_image, length=t.steps * t.batch_size,
-                            group=t.batch_size)
+    dataset = TaskDataset(open_dataset(d.dataset, size), "train", model.tokenizer,
+                          config.model.n_visual_tokens, d.task_names, d.tasks_per_image,
+                          length=t.steps * t.batch_size, group=t.batch_size)
     return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
 
 

@@ -1,0 +1,29 @@
+"""The interface both built-in datasets share (data/datasets.py)."""
+
+import numpy as np
+import pytest
+
+from seemore.config import apply_overrides, get_preset
+from seemore.data.datasets import DATASETS, open_dataset
+from seemore.errors import UserError
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_pair_is_labelled_without_the_questions(name):
+    data = open_dataset(name, 32)
+    for split in ("val", "test"):
+        for i in range(5):
+            (image, caption), example = data.pair(split, i), data.labelled(split, i)
+            assert caption == example.caption and example.questions
+            np.testing.assert_array_equal(image, example.image)
+            assert {kind for kind, _, _ in example.questions} <= set(data.question_types)
+
+
+def test_tasks_are_checked_against_the_dataset():
+    config = apply_overrides(get_preset("tiny"), ["data.dataset=digits"])
+    assert config.data.task_names == ("caption", "digit", "verify")
+    assert get_preset("tiny").data.task_names[:3] == ("caption", "color", "shape")
+    with pytest.raises(UserError, match="color is not a task of data.dataset=digits"):
+        apply_overrides(get_preset("tiny"), ["data.dataset=digits", "data.tasks=color"])
+    with pytest.raises(UserError, match="data.dataset must be one of shapes, digits"):
+        apply_overrides(get_preset("tiny"), ["data.dataset=mnist"])
