@@ -122,20 +122,30 @@ def cmd_train(args) -> None:
 
 def run_eval(model, out: Path, n_scenes: int) -> dict:
     """Evaluate, print the table and write out/eval.json. n_scenes: images per split for a
-    VLM; held-out pairs (at least 1,000) for a CLIP model."""
+    VLM; held-out pairs (at least 1,000) for a CLIP model. A model with mixture-of-experts
+    layers also gets its expert load on the test split, in eval.json and out/moe_load.png."""
     from seemore.data.datasets import open_dataset
     from seemore.evaluation import evaluate, format_table
+    from seemore.expert_load import expert_load, plot_expert_load
+    from seemore.layers.moe import moe_layers
     from seemore.retrieval import evaluate_clip, format_clip_table
 
     if model.config.train.objective == "clip":
         results = evaluate_clip(model, "test", max(n_scenes, 1000))
-        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
         print(format_clip_table(results))
-        return results
-    data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
-    results = {split: evaluate(model, split, n_scenes) for split in data.eval_splits}
+    else:
+        data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
+        results = {split: evaluate(model, split, n_scenes) for split in data.eval_splits}
+        print(format_table(results))
+    if moe_layers(model):
+        load = expert_load(model, "test")
+        results["expert_load"] = {"split": "test", "layers": load}
+        plot_expert_load(load, out / "moe_load.png", f"expert load on test: {out.name}")
+        print(f"expert load per layer (uniform {1 / len(next(iter(load.values()))):.3f}): "
+              f"{out / 'moe_load.png'}")
+        for name, fractions in load.items():
+            print(f"  {name:<24}" + " ".join(f"{f:.3f}" for f in fractions))
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(format_table(results))
     return results
 
 

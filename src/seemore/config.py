@@ -132,11 +132,48 @@ class ClipConfig:
 
 
 @dataclass(frozen=True)
+class MoEConfig:
+    """Sparse mixture-of-experts feed-forward layers (layers/moe.py). num_experts 0 means
+    every block keeps its dense MLP."""
+
+    num_experts: int = 0
+    top_k: int = 2
+    # which blocks get experts: the last of every n (1: all of them, 2: every other one)
+    every_n_layers: int = 1
+    where: str = "decoder"  # "decoder", "vision" or "both"
+    noise: bool = True  # learned noise on the router logits in training (noisy top-k)
+    # 0: no limit; c: an expert takes at most c * tokens * top_k / num_experts assignments
+    # of a training step, the rest are dropped (never outside training)
+    capacity_factor: float = 0.0
+    balance_loss_weight: float = 0.01  # Switch Transformer load balancing
+    z_loss_weight: float = 0.001  # ST-MoE router z-loss
+
+    def __post_init__(self) -> None:
+        _check(self.num_experts >= 0, "moe.num_experts must be >= 0")
+        _check(not self.num_experts or 1 <= self.top_k <= self.num_experts,
+               f"moe.top_k ({self.top_k}) must be between 1 and moe.num_experts "
+               f"({self.num_experts})")
+        _check(self.every_n_layers >= 1, "moe.every_n_layers must be >= 1")
+        _check(self.where in ("decoder", "vision", "both"),
+               f"moe.where must be decoder, vision or both, got {self.where!r}")
+        _check(self.capacity_factor >= 0, "moe.capacity_factor must be >= 0")
+        _check(self.balance_loss_weight >= 0 and self.z_loss_weight >= 0,
+               "moe loss weights must be >= 0")
+
+    def layers(self, part: str, n_layers: int) -> list[bool]:
+        """Which of the n_layers blocks of part ("decoder" or "vision") have experts."""
+        on = self.num_experts > 0 and self.where in (part, "both")
+        return [on and i % self.every_n_layers == self.every_n_layers - 1
+                for i in range(n_layers)]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
 
     def __post_init__(self) -> None:
         s = self.projector.pixel_shuffle
@@ -280,8 +317,9 @@ def _build(cls, d: dict, prefix: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Presets: exact names only. "tiny" is for tests, "default" is what `seemore train` runs and
-# "seemore-classic" has the dimensions of the original seemore notebook.
+# Presets: exact names only. "tiny" is for tests, "default" is what `seemore train` runs,
+# "seemore-classic" has the dimensions of the original seemore notebook and "seemoe" its
+# mixture-of-experts variant.
 
 PRESETS: dict[str, Config] = {
     "tiny": Config(
@@ -314,6 +352,11 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(batch_size=16, lr=1e-3),
     ),
 }
+# the original's seeMoE: seemore-classic with every decoder MLP a mixture of 8 experts, top-2
+PRESETS["seemoe"] = dataclasses.replace(
+    PRESETS["seemore-classic"], preset="seemoe",
+    model=dataclasses.replace(PRESETS["seemore-classic"].model,
+                              moe=MoEConfig(num_experts=8, top_k=2)))
 
 
 def get_preset(name: str) -> Config:

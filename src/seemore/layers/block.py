@@ -3,19 +3,27 @@
 import torch
 import torch.nn as nn
 
+from seemore.config import MoEConfig
 from seemore.layers.attention import Attention
 from seemore.layers.mlp import MLP
+from seemore.layers.moe import MoE
 from seemore.layers.norm import make_norm
 
 
 class Block(nn.Module):
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, mlp_ratio: float, norm: str,
-                 causal: bool, qk_norm: bool = False):
+                 causal: bool, qk_norm: bool = False, moe: MoEConfig | None = None):
+        """moe: replace the MLP with a mixture of experts of the same MLP shape."""
         super().__init__()
         self.norm1 = make_norm(norm, dim)
         self.attn = Attention(dim, n_heads, n_kv_heads, causal, qk_norm)
         self.norm2 = make_norm(norm, dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        hidden = int(dim * mlp_ratio)
+        if moe is None:
+            self.mlp = MLP(dim, hidden)
+        else:
+            self.mlp = MoE(dim, hidden, moe.num_experts, moe.top_k, moe.noise,
+                           moe.capacity_factor)
 
     def forward(self, x: torch.Tensor, rope=None, mask=None, start: int | torch.Tensor = 0,
                 n_queries: int | None = None) -> torch.Tensor:

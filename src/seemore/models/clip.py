@@ -22,6 +22,7 @@ from seemore.config import ClipConfig, Config
 from seemore.data.pairs import caption_ids
 from seemore.errors import UserError
 from seemore.layers.block import Block, init_weights
+from seemore.layers.moe import router_loss
 from seemore.layers.norm import make_norm
 from seemore.layers.rope import RotaryEmbedding
 from seemore.models.folder import save_folder
@@ -91,7 +92,7 @@ class CLIP(nn.Module):
         super().__init__()
         c = config.model.clip
         self.config, self.tokenizer = config, tokenizer
-        self.vision = ViT(config.model.vision)
+        self.vision = ViT(config.model.vision, config.model.moe)
         self.text = TextEncoder(c, len(tokenizer))
         self.image_proj = nn.Linear(config.model.vision.dim, c.embed_dim, bias=False)
         self.text_proj = nn.Linear(c.text_dim, c.embed_dim, bias=False)
@@ -130,8 +131,10 @@ class CLIP(nn.Module):
         save_folder(self, folder)
 
     def loss(self, batch) -> torch.Tensor:
-        """The training loss of a data.pairs.PairBatch."""
-        return self(batch.images, batch.ids, batch.eos)
+        """The training loss of a data.pairs.PairBatch, plus the routers' auxiliary losses
+        when the ViT has mixture-of-experts layers."""
+        loss = self(batch.images, batch.ids, batch.eos)
+        return loss + router_loss(self, self.config.model.moe)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, eos: torch.Tensor
                 ) -> torch.Tensor:

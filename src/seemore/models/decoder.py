@@ -3,7 +3,7 @@
 import torch
 import torch.nn as nn
 
-from seemore.config import DecoderConfig
+from seemore.config import DecoderConfig, MoEConfig
 from seemore.layers.block import Block, init_weights
 from seemore.layers.kv_cache import KVCache
 from seemore.layers.norm import make_norm
@@ -11,15 +11,15 @@ from seemore.layers.rope import RotaryEmbedding
 
 
 class Decoder(nn.Module):
-    def __init__(self, config: DecoderConfig):
+    def __init__(self, config: DecoderConfig, moe: MoEConfig | None = None):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.rope = RotaryEmbedding(c.dim // c.n_heads, c.max_seq_len, c.rope_base)
         self.blocks = nn.ModuleList(
             Block(c.dim, c.n_heads, c.kv_heads, c.mlp_ratio, c.norm, causal=True,
-                  qk_norm=c.qk_norm)
-            for _ in range(c.n_layers)
+                  qk_norm=c.qk_norm, moe=moe if experts else None)
+            for experts in (moe or MoEConfig()).layers("decoder", c.n_layers)
         )
         self.norm = make_norm(c.norm, c.dim)
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)

@@ -5,14 +5,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seemore.config import VisionConfig
+from seemore.config import MoEConfig, VisionConfig
 from seemore.layers.block import Block, init_weights
 from seemore.layers.conv_stem import ConvStem
 from seemore.layers.norm import make_norm
 
 
 class ViT(nn.Module):
-    def __init__(self, config: VisionConfig):
+    def __init__(self, config: VisionConfig, moe: MoEConfig | None = None):
         super().__init__()
         self.config = config
         c = config
@@ -24,8 +24,8 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.grid_size**2, c.dim))
         self.blocks = nn.ModuleList(
             Block(c.dim, c.n_heads, c.n_heads, c.mlp_ratio, c.norm, causal=False,
-                  qk_norm=c.qk_norm)
-            for _ in range(c.n_layers)
+                  qk_norm=c.qk_norm, moe=moe if experts else None)
+            for experts in (moe or MoEConfig()).layers("vision", c.n_layers)
         )
         self.norm = make_norm(c.norm, c.dim)
         init_weights(self, c.n_layers)

@@ -14,6 +14,7 @@ from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
 from seemore.data.images import load_image_tensor
 from seemore.errors import UserError
 from seemore.generation import generate_text
+from seemore.layers.moe import router_loss
 from seemore.models.decoder import Decoder
 from seemore.models.folder import save_folder
 from seemore.models.projector import Projector
@@ -29,9 +30,9 @@ class VLM(nn.Module):
                             f"does not match the tokenizer ({len(tokenizer)} tokens)")
         self.config = config
         self.tokenizer = tokenizer
-        self.vision = ViT(config.model.vision)
+        self.vision = ViT(config.model.vision, config.model.moe)
         self.projector = Projector(config.model)
-        self.decoder = Decoder(config.model.decoder)
+        self.decoder = Decoder(config.model.decoder, config.model.moe)
 
     @property
     def device(self) -> torch.device:
@@ -86,8 +87,10 @@ class VLM(nn.Module):
         return logits, loss
 
     def loss(self, batch) -> torch.Tensor:
-        """The training loss of a data.collate.Batch."""
-        return self(batch.ids, batch.images, batch.labels, batch.positions, batch.mask)[1]
+        """The training loss of a data.collate.Batch: cross-entropy, plus the routers'
+        auxiliary losses when there are mixture-of-experts layers."""
+        loss = self(batch.ids, batch.images, batch.labels, batch.positions, batch.mask)[1]
+        return loss + router_loss(self, self.config.model.moe)
 
     # --- the friendly API -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from seemore.data.pairs import CaptionPairs, collate_pairs
 from seemore.data.text import TextWindows, collate_text, read_text, world_text
 from seemore.errors import UserError
 from seemore.evaluation import evaluate
+from seemore.layers.moe import router_report
 from seemore.models.clip import CLIP
 from seemore.models.folder import load_components
 from seemore.models.vlm import VLM
@@ -114,20 +115,24 @@ def prepare(model: VLM | CLIP, config: Config) -> None:
         raise UserError("train.freeze leaves nothing to train")
 
 
-def training_data(model: VLM | CLIP, config: Config) -> tuple[Dataset, Callable]:
-    """The dataset of the run's objective, long enough for every step, and its collate."""
+def training_data(model: VLM | CLIP, config: Config, split: str = "train",
+                  length: int | None = None) -> tuple[Dataset, Callable]:
+    """The examples of the run's objective, as in training, and their collate: length of
+    them (default: enough for every step) from a split of the dataset (plain text for the
+    lm objective has no splits)."""
     t, d, size = config.train, config.data, config.model.vision.image_size
+    length = length or t.steps * t.batch_size
     if t.objective == "clip":
-        pairs = CaptionPairs(d.dataset, size, "train", t.steps * t.batch_size)
+        pairs = CaptionPairs(d.dataset, size, split, length)
         return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
     if t.objective == "lm":
         text = read_text(d.text_file) if d.text_file else world_text(d.dataset, size)
         windows = TextWindows(text, model.tokenizer, config.model.decoder.max_seq_len,
-                              t.steps * t.batch_size, t.seed)
+                              length, t.seed)
         return windows, collate_text
-    dataset = TaskDataset(open_dataset(d.dataset, size), "train", model.tokenizer,
+    dataset = TaskDataset(open_dataset(d.dataset, size), split, model.tokenizer,
                           config.model.n_visual_tokens, d.task_names, d.tasks_per_image,
-                          length=t.steps * t.batch_size, group=t.batch_size)
+                          length=length, group=t.batch_size)
     return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
 
 
@@ -193,6 +198,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
                 elapsed = time.perf_counter() - tick
                 record = {"step": step, "loss": loss.item(), "lr": lr,
                           "grad_norm": grad_norm.item(), "samples_per_s": seen / elapsed}
+                if routers := router_report(model):
+                    record["moe"] = routers
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",

@@ -1,0 +1,131 @@
+"""A sparse mixture-of-experts feed-forward layer: a top-k router over expert MLPs.
+
+Each token's router picks its top_k experts; the token's output is the sum of their
+outputs weighted by the router's softmax over the picked ones (renormalised to sum to 1).
+In training the router can add learned noise to its logits before picking (noisy top-k
+gating, Shazeer et al. 2017), which spreads tokens while the router is still undecided.
+
+Dispatch groups the tokens by expert: the (token, expert) assignments are sorted by
+expert, each expert runs once on its contiguous slice, and the weighted outputs are added
+back to their tokens with index_add. The only Python loop is over the experts.
+
+With a capacity factor c, an expert takes at most ceil(c * tokens * top_k / experts)
+assignments in a training step: first choices before second choices, then in token order;
+the rest are dropped (the token keeps its residual, plus its other experts' outputs), and
+the count is reported. Outside training no token is ever dropped: a formula like that is
+0 for a one-token generation step, so the experts would be skipped while generating.
+
+Two auxiliary losses keep the router healthy; the model adds them to its training loss:
+
+- load balancing (Switch Transformer): E * sum_i f_i * P_i, where f_i is the fraction of
+  assignments expert i received and P_i the mean router probability of expert i. It is 1
+  when both are uniform and grows as the router favours a few experts.
+- router z-loss (ST-MoE): the mean squared log-sum-exp of the router logits, which keeps
+  them small enough for a stable softmax.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seemore.config import MoEConfig
+from seemore.layers.mlp import MLP
+
+
+@dataclass
+class RouterStats:
+    """What the router did in the layer's last forward (detached)."""
+
+    load: torch.Tensor  # (E,): fraction of the assignments each expert received
+    entropy: torch.Tensor  # (): mean entropy of the tokens' router distributions, in nats
+    dropped: int  # assignments over capacity, not computed
+    assignments: int  # tokens * top_k
+
+
+class MoE(nn.Module):
+    def __init__(self, dim: int, hidden: int, num_experts: int, top_k: int, noise: bool,
+                 capacity_factor: float):
+        super().__init__()
+        self.num_experts, self.top_k, self.capacity_factor = num_experts, top_k, capacity_factor
+        self.gate = nn.Linear(dim, num_experts, bias=False)
+        self.noise = nn.Linear(dim, num_experts, bias=False) if noise else None
+        self.experts = nn.ModuleList(MLP(dim, hidden) for _ in range(num_experts))
+        self.aux: dict[str, torch.Tensor] = {}  # the last forward's auxiliary losses
+        self.stats: RouterStats | None = None
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Router logits (N, E) in fp32, and each token's top_k weights and experts (N, k)."""
+        logits = self.gate(x).float()
+        if self.training and self.noise is not None:
+            logits = logits + torch.randn_like(logits) * F.softplus(self.noise(x).float())
+        weights, experts = logits.topk(self.top_k, dim=-1)
+        return logits, weights.softmax(dim=-1), experts
+
+    def capacity(self, n_tokens: int) -> int | None:
+        if not self.training or self.capacity_factor <= 0:
+            return None
+        return math.ceil(self.capacity_factor * n_tokens * self.top_k / self.num_experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # (N, D)
+        N, E, k = x.shape[0], self.num_experts, self.top_k
+        logits, weights, experts = self.route(x)
+
+        # assignment a = j * N + n is token n's j-th choice: first choices come first
+        expert = experts.T.reshape(-1)  # (k*N,)
+        token = torch.arange(N, device=x.device).repeat(k)
+        weight = weights.T.reshape(-1)
+        order = expert.argsort(stable=True)  # grouped by expert, each group in that order
+        counts = torch.bincount(expert, minlength=E)  # (E,)
+        capacity = self.capacity(N)
+        if capacity is not None:
+            first = counts.cumsum(0) - counts  # where each expert's group starts in order
+            rank = torch.arange(k * N, device=x.device) - first[expert[order]]
+            order = order[rank < capacity]
+            kept = counts.clamp(max=capacity)
+        else:
+            kept = counts
+
+        inputs = x[token[order]]  # (A, D): every kept assignment's token, grouped by expert
+        outputs = torch.cat([self.experts[e](chunk)
+                             for e, chunk in enumerate(inputs.split(kept.tolist()))])
+        outputs = outputs * weight[order, None].to(outputs.dtype)
+        out = torch.zeros_like(x).index_add_(0, token[order], outputs.to(x.dtype))
+
+        probs = logits.softmax(dim=-1)
+        load = counts.float() / (k * N)
+        self.aux = {"balance": E * (load * probs.mean(0)).sum(),
+                    "z": torch.logsumexp(logits, dim=-1).square().mean()}
+        with torch.no_grad():
+            entropy = -(probs * probs.clamp(min=1e-9).log()).sum(-1).mean()
+        self.stats = RouterStats(load.detach(), entropy, int((counts - kept).sum()), k * N)
+        return out.reshape(shape)
+
+
+def moe_layers(model: nn.Module) -> dict[str, MoE]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, MoE)}
+
+
+def router_loss(model: nn.Module, config: MoEConfig) -> torch.Tensor | float:
+    """The weighted auxiliary losses of every MoE layer's last forward (0 without any)."""
+    total = 0.0
+    for layer in moe_layers(model).values():
+        total = total + (config.balance_loss_weight * layer.aux["balance"]
+                         + config.z_loss_weight * layer.aux["z"])
+    return total
+
+
+def router_report(model: nn.Module) -> dict[str, dict]:
+    """Per MoE layer, what its router did in the last forward: expert load, mean router
+    entropy and dropped assignments (for metrics.jsonl)."""
+    return {name: {"load": [round(v, 4) for v in layer.stats.load.tolist()],
+                   "entropy": round(layer.stats.entropy.item(), 4),
+                   "dropped": layer.stats.dropped,
+                   "dropped_fraction": layer.stats.dropped / layer.stats.assignments}
+            for name, layer in moe_layers(model).items() if layer.stats is not None}
