@@ -5,9 +5,10 @@
 A step is forward, backward, gradient clipping and AdamW on one batch of random images and
 text (text-len tokens after the visual tokens), under the precision the training loop would
 use. FLOPs are the usual model count: 6 x parameters x tokens for every matmul of the ViT and
-the decoder, plus attention, for the full model, so the figure is comparable with other
-implementations. (With a class-token-only projector our ViT skips most of its last block
-for the patches, so it does less work than it is credited with; see models/vit.py.)
+the decoder, plus attention, for the full model (with MoE: the experts a token is routed
+to), so the figure is comparable with other implementations. (With a class-token-only
+projector our ViT skips most of its last block for the patches, so it does less work than
+it is credited with; see models/vit.py.)
 """
 
 import argparse
@@ -18,27 +19,28 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, machine, matmul_peak, median_time  # noqa: E402
+from common import emit, machine, matmul_peak, median_time, random_batch, train_step  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
-from seemore.train.loop import (  # noqa: E402
-    attention_context,
-    autocast_context,
-    build_model,
-    make_optimizer,
-    use_bf16,
-)
+from seemore.train.loop import build_model, use_bf16  # noqa: E402
 
 
 def step_flops(config, batch: int, text_len: int) -> float:
     v, d, m = config.model.vision, config.model.decoder, config.model
+
+    def ffns(part: str, n_layers: int) -> int:
+        """MLPs a token passes through: top_k in a mixture-of-experts block, else one."""
+        return sum(m.moe.top_k if e else 1 for e in m.moe.layers(part, n_layers))
+
     vit_tokens = 1 + v.grid_size**2
-    vit = 12 * v.dim**2 * v.n_layers * vit_tokens + 2 * v.n_layers * vit_tokens**2 * v.dim
-    vit += 3 * v.patch_size**2 * v.dim * v.grid_size**2
+    vit_ffn = 2 * v.dim * int(v.dim * v.mlp_ratio)
+    vit = (4 * v.dim**2 * v.n_layers + vit_ffn * ffns("vision", v.n_layers)) * vit_tokens
+    vit += 2 * v.n_layers * vit_tokens**2 * v.dim + 3 * v.patch_size**2 * v.dim * v.grid_size**2
     dec_tokens = 1 + m.n_visual_tokens + text_len
     kv_dim = d.kv_heads * d.dim // d.n_heads
-    per_layer = d.dim * (2 * d.dim + 2 * kv_dim) + 2 * d.dim * int(d.dim * d.mlp_ratio)
-    dec = per_layer * d.n_layers * dec_tokens + d.dim * d.vocab_size * dec_tokens
+    attn = d.dim * (2 * d.dim + 2 * kv_dim) * d.n_layers
+    ffn = 2 * d.dim * int(d.dim * d.mlp_ratio) * ffns("decoder", d.n_layers)
+    dec = (attn + ffn) * dec_tokens + d.dim * d.vocab_size * dec_tokens
     dec += 2 * d.n_layers * dec_tokens**2 * d.dim
     proj_in = v.dim * m.projector.pixel_shuffle**2
     proj = (proj_in * d.dim + d.dim**2) * m.n_visual_tokens
@@ -62,26 +64,13 @@ def main() -> None:
                                                        f"train.compile={args.compile}"])
     model = build_model(config).train()
     config = model.config
-    B, T, M = args.batch_size, args.text_len, config.model.n_visual_tokens
-    ids = torch.randint(5, len(model.tokenizer), (B, 1 + T + M))  # <bos> text <image> x M
-    ids[:, 0] = model.tokenizer.bos_id
-    ids[:, 1 + T:] = model.tokenizer.image_id
-    labels = ids.roll(-1, dims=1)
-    size = config.model.vision.image_size
-    images = torch.randn(B, 3, size, size)
-    optimizer = make_optimizer(model, config)
+    B, T = args.batch_size, args.text_len
+    batch = random_batch(model, B, T)
     device = torch.device("cpu")
-    autocast = autocast_context(args.precision, device)
-
-    forward = torch.compile(model) if args.compile else model
+    run_step = train_step(model, args.precision, args.compile)
 
     def step():
-        with autocast, attention_context(args.precision, device):
-            _, loss = forward(ids, images, labels)
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        run_step(*batch)
 
     start = time.perf_counter()
     step()

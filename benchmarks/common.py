@@ -33,3 +33,35 @@ def machine() -> dict:
 def emit(figures: dict) -> None:
     """The last line of every benchmark: its figures as one JSON object."""
     print(json.dumps(figures))
+
+
+def random_batch(model, batch: int, text_len: int):
+    """(ids, images, labels) of a VLM training batch of random data: <bos>, text_len random
+    characters, then the <image> slots."""
+    tok, M = model.tokenizer, model.config.model.n_visual_tokens
+    ids = torch.randint(5, len(tok), (batch, 1 + text_len + M))
+    ids[:, 0] = tok.bos_id
+    ids[:, 1 + text_len:] = tok.image_id
+    size = model.config.model.vision.image_size
+    return ids, torch.randn(batch, 3, size, size), ids.roll(-1, dims=1)
+
+
+def train_step(model, precision: str, compile: bool = False):
+    """A function running one optimizer step (forward, backward, clipping, AdamW) of model
+    on a batch, under the precision the training loop would use."""
+    from seemore.train.loop import attention_context, autocast_context, make_optimizer
+
+    optimizer = make_optimizer(model, model.config)
+    device = torch.device("cpu")
+    autocast = autocast_context(precision, device)
+    forward = torch.compile(model) if compile else model
+
+    def step(ids, images, labels):
+        with autocast, attention_context(precision, device):
+            _, loss = forward(ids, images, labels)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
