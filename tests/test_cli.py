@@ -46,7 +46,7 @@ def test_eval_writes_the_documented_eval_json(trained_run, capsys):
 @pytest.mark.parametrize("make, args, message", [
     (None, ["missing.png", "what?"], "missing.png: no such file"),
     ("garbage", ["{f}", "what?"], "not a readable image"),
-    ("empty", ["{f}", "what?"], "not a readable image"),
+    ("empty", ["{f}", "what?"], "the image is empty (0 bytes)"),
     ("png", ["{f}", "   "], "the question is empty"),
     ("png", ["{f}", "WHAT color?"], "characters the tokenizer does not know: 'AHTW'"),
 ])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seemore.data.datasets import DATASETS
+from seemore.data.images import RESIZE_POLICIES
 from seemore.errors import UserError
 
 FORMAT_VERSION = 1
@@ -200,6 +201,9 @@ class DataConfig:
     # how many of them each image carries, packed into one sequence (see data/collate.py)
     tasks_per_image: int = 1
     num_workers: int = 0
+    # how an image that is not square becomes the model's square input: "squash" stretches
+    # it, "letterbox" pads its short side (data/images.py)
+    resize: str = "squash"
 
     def __post_init__(self) -> None:
         _check(self.dataset in DATASETS,
@@ -208,6 +212,8 @@ class DataConfig:
         _check(not unknown, f"data.tasks: {', '.join(sorted(unknown))} is not a task of "
                             f"data.dataset={self.dataset}; choose from "
                             f"{', '.join(self.dataset_tasks)}")
+        _check(self.resize in RESIZE_POLICIES,
+               f"data.resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
         _check(1 <= self.tasks_per_image <= len(self.task_names),
                f"data.tasks_per_image must be between 1 and {len(self.task_names)}")
 

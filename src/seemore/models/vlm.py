@@ -115,7 +115,9 @@ class VLM(nn.Module):
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
         size = self.config.model.vision.image_size
-        pixels = torch.stack([load_image_tensor(im, size) for im in images]).to(self.device)
+        policy = self.config.data.resize
+        pixels = torch.stack([load_image_tensor(im, size, policy) for im in images])
+        pixels = pixels.to(self.device)
         prompts = [self.prompt_ids(q) for q in questions]
         return generate_text(self, prompts, pixels, max_new_tokens, **sampling)
 

@@ -1,0 +1,101 @@
+"""Image decoding: every kind of picture users bring, and every kind of broken file."""
+
+import io
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seemore.data.images import load_image, load_image_tensor, resize
+from seemore.errors import UserError
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG that declares a size, with almost no pixel data behind it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+RED = (200, 30, 30)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: encode(Image.new("RGB", (32, 32), RED))[:60], "not a readable image"),
+    (lambda: encode(Image.new("RGB", (32, 32), RED), "JPEG")[:200], "not a readable image"),
+    (lambda: b"this is not an image", "not a readable image"),
+    (lambda: b"", "the image is empty (0 bytes)"),
+    (lambda: encode(Image.new("RGB", (1, 1), RED)), "is 1x1 pixels; it needs at least 4"),
+    (lambda: png_declaring(0, 10), "not a readable image"),
+    (lambda: png_declaring(20000, 20000), "decompression-bomb limit"),
+    (lambda: png_declaring(10000, 10000), "decompression-bomb limit"),  # only a warning in PIL
+])
+def test_broken_images_are_refused_with_their_name(make, message):
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        load_image(make(), name="photos.csv:7")
+    assert str(error.value).startswith("photos.csv:7: ")
+
+
+def test_missing_file_and_zero_pixel_array(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(UserError, match="is 0x0 pixels"):
+        load_image(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_every_mode_becomes_8_bit_rgb():
+    grey16 = Image.fromarray(np.full((8, 8), 65535, np.uint16))
+    assert grey16.mode.startswith("I")
+    assert load_image(encode(grey16)).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.fromarray(np.full((8, 8), 32768, np.uint16))
+    assert load_image(encode(half)).getpixel((0, 0)) == (128, 128, 128)
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
+    r, g, b = load_image(encode(cmyk, "JPEG")).getpixel((4, 4))
+    assert r > 200 and g < 40 and b < 40
+    palette = Image.new("RGB", (8, 8), RED).convert("P", palette=Image.Palette.ADAPTIVE)
+    assert load_image(encode(palette)).getpixel((0, 0)) == RED
+    assert load_image(encode(Image.new("L", (8, 8), 77))).getpixel((0, 0)) == (77, 77, 77)
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent: white
+    assert load_image(encode(clear)).getpixel((0, 0)) == (255, 255, 255)
+    half_red = Image.new("RGBA", (8, 8), (255, 0, 0, 128))
+    assert load_image(encode(half_red)).getpixel((0, 0)) == (255, 127, 127)
+
+
+def test_exif_orientation_and_the_first_frame_of_an_animation():
+    wide = Image.new("RGB", (16, 8), RED)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    assert load_image(encode(wide, "JPEG", exif=exif.tobytes())).size == (8, 16)
+    frames = [Image.new("RGB", (8, 8), c) for c in (RED, (0, 0, 255))]
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    r, _, b = load_image(gif).getpixel((4, 4))
+    assert r > 150 and b < 80
+
+
+def test_squash_and_letterbox():
+    tall = Image.new("RGB", (10, 40), RED)
+    assert resize(tall, 16, "squash").getpixel((0, 8)) == RED  # stretched to the edges
+    boxed = resize(tall, 16, "letterbox")
+    assert boxed.size == (16, 16) and boxed.getpixel((8, 8)) == RED
+    assert boxed.getpixel((0, 8)) == RED  # padded with the mean colour: all red here
+    two = Image.new("RGB", (40, 10), (0, 0, 0))
+    two.paste(Image.new("RGB", (20, 10), (255, 255, 255)), (20, 0))
+    corner = resize(two, 16, "letterbox").getpixel((0, 0))
+    assert corner == (128, 128, 128)  # the pad is the mean colour, not black or white
+    assert load_image_tensor(tall, 16, "letterbox").shape == (3, 16, 16)
+    with pytest.raises(UserError, match="unknown resize policy 'crop'"):
+        resize(tall, 16, "crop")
