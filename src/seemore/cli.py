@@ -1,4 +1,4 @@
-"""The `seemore` command: train, eval, caption, ask, generate.
+"""The `seemore` command: train, eval, caption, ask, generate, data check.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -71,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="image file")
     p.add_argument("question", help='for example "what color is the circle?"')
     _add_sampling(p)
+
+    p = sub.add_parser("data", help="inspect a dataset")
+    data = p.add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("check", help="read a whole dataset and report every bad row; exit "
+                                      "code 1 if there is one")
+    p.add_argument("source", help="a .csv file, a .jsonl/.json file of LLaVA conversations, "
+                                  "or a folder with metadata.jsonl or metadata.csv")
+    p.add_argument("--image-column", default="",
+                   help="the CSV column of image paths (default: b64string_images or image)")
+    p.add_argument("--run", default=None,
+                   help="check against this run's tokenizer and context instead of the "
+                        "preset's context")
+    p.add_argument("--preset", default="default",
+                   help="whose context and visual tokens to check lengths against")
 
     p = sub.add_parser("generate", help="continue a text prompt with the decoder alone")
     p.add_argument("run", help="run or model folder (a language-model run, or any VLM)")
@@ -167,6 +181,20 @@ def show_samples(model, n: int = 3) -> str:
     return data.labelled("test", 0).questions[0][1]
 
 
+def cmd_data_check(args) -> int:
+    from seemore.data.check import check, format_report
+
+    if args.run:
+        model = _load(argparse.Namespace(run=args.run, device="cpu"))
+        config, tokenizer = model.config, model.tokenizer
+    else:
+        config, tokenizer = get_preset(args.preset), None
+    report = check(args.source, args.image_column, tokenizer,
+                   config.model.decoder.max_seq_len, config.model.n_visual_tokens)
+    print(format_report(report, args.source))
+    return 1 if report.bad else 0
+
+
 def _load(args):
     import seemore
 
@@ -205,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ask":
             model = _load_vlm(args)
             print(model.ask(args.image, args.question, **_sampling(args)))
+        elif args.command == "data":
+            return cmd_data_check(args)
         elif args.command == "generate":
             model = _load(args)
             if model.config.train.objective == "clip":

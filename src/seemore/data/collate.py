@@ -81,6 +81,28 @@ def training_sequence(tokenizer: CharTokenizer, n_visual: int,
     return seq
 
 
+def conversation_sequence(tokenizer: CharTokenizer, n_visual: int,
+                          turns: tuple[tuple[str, str], ...]) -> Sequence:
+    """One image and a multi-turn conversation about it, as one causal sequence:
+
+        <bos> question1 \n <image> x M answer1 <eos> question2 \n answer2 <eos> ...
+
+    The image comes once, after the first question; the loss is on the answers (and their
+    <eos>) only. Every token is one segment, so plain causal attention applies."""
+    ids, labels = [tokenizer.bos_id], [IGNORE_INDEX]
+    for i, (question, answer) in enumerate(turns):
+        prompt = task_prompt(tokenizer, n_visual if i == 0 else 0, question)
+        target = tokenizer.encode(answer, what="answer") + [tokenizer.eos_id]
+        ids += prompt + target
+        labels += [IGNORE_INDEX] * (len(prompt) - 1) + target + [IGNORE_INDEX]
+    return Sequence(ids, labels, list(range(len(ids))), [0] + [1] * (len(ids) - 1))
+
+
+def conversation_length(turns: tuple[tuple[str, str], ...], n_visual: int) -> int:
+    """len(conversation_sequence(...).ids) for a character tokenizer, without one."""
+    return 1 + sum(len(q.strip()) + len(SEPARATOR) + len(a) + 1 for q, a in turns) + n_visual
+
+
 def attention_mask(segments: torch.Tensor) -> torch.Tensor:
     """Boolean (B, 1, T, T) mask from segment ids (B, T): causal, and a task token sees
     <bos> (segment 0) and its own segment. A padding token sees only itself, so that no row

@@ -1,0 +1,192 @@
+"""Reading the datasets users bring, row by row, into records (or the reason a row is bad).
+
+Formats, chosen by what the path is:
+
+- a CSV file: the original seemore's columns ``b64string_images`` (base64-encoded image
+  bytes) and ``caption``, or an image-path column (``image``, or the one named by
+  image_column) with paths relative to the CSV's folder
+- a folder with ``metadata.jsonl`` or ``metadata.csv`` (Hugging Face "imagefolder"):
+  ``file_name`` plus ``text`` or ``caption``, or ``question`` and ``answer``
+- a ``.jsonl`` file (or a ``.json`` list) of LLaVA conversations: ``{"image": "rel/path.png",
+  "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``;
+  every human turn must be answered by a gpt turn
+
+Rows are read lazily, so a check or a streamed dataset never holds the whole file. A row
+becomes a Record: where it is (file and line), its image (a path or the encoded bytes,
+decoded later) and its turns, (prompt, answer) pairs; a caption is the turn
+("describe the image.", caption). A row that cannot become one is a Bad with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from seemore.data.collate import CAPTION_PROMPT
+from seemore.errors import UserError
+
+B64_COLUMN = "b64string_images"
+IMAGE_TOKEN = "<image>"  # LLaVA marks the image's place in the first human turn
+
+
+@dataclass(frozen=True)
+class Record:
+    location: str  # "file.csv:17": file and line, for messages
+    image: Path | bytes  # a file, or the encoded image itself
+    turns: tuple[tuple[str, str], ...]  # (prompt, answer) pairs, in order
+
+
+@dataclass(frozen=True)
+class Bad:
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
+
+
+def read_records(path: str | Path, image_column: str = "") -> Iterator[Record | Bad]:
+    """Every row of a user's dataset as a Record, or a Bad saying what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_imagefolder(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, image_column, path.parent)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        return _read_llava(path)
+    raise UserError(f"{path}: not a dataset seemore reads; give a .csv file, a .jsonl or "
+                    ".json file of LLaVA conversations, or a folder with metadata.jsonl or "
+                    "metadata.csv")
+
+
+def _turns(row: dict, where: str) -> tuple[tuple[str, str], ...] | Bad:
+    """The turns of a caption row (text or caption) or a question row (question, answer)."""
+    if "question" in row or "answer" in row:
+        question, answer = (row.get("question") or "").strip(), (row.get("answer") or "").strip()
+        if not question or not answer:
+            return Bad(where, f"empty {'question' if not question else 'answer'}")
+        return ((question, answer),)
+    key = "caption" if "caption" in row else "text"
+    caption = (row.get(key) or "").strip()
+    if not caption:
+        return Bad(where, f"empty {key}")
+    return ((CAPTION_PROMPT, caption),)
+
+
+def _check_columns(found: list[str], where: str, image_column: str) -> None:
+    if not found:
+        raise UserError(f"{where}: the file is empty (no header row)")
+    has_text = "caption" in found or "text" in found or {"question", "answer"} <= set(found)
+    if image_column not in found or not has_text:
+        need = f"{image_column!r} and 'caption' (or 'text', or 'question' and 'answer')"
+        raise UserError(f"{where}: the columns are {', '.join(map(repr, found))}; "
+                        f"seemore needs {need}")
+
+
+def _read_csv(path: Path, image_column: str, root: Path) -> Iterator[Record | Bad]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        column = image_column or (B64_COLUMN if B64_COLUMN in columns else "image")
+        _check_columns(columns, f"{path}", column)
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            turns = _turns(row, where)
+            if isinstance(turns, Bad):
+                yield turns
+                continue
+            value = (row.get(column) or "").strip()
+            if not value:
+                yield Bad(where, f"empty {column!r}")
+            elif column == B64_COLUMN:
+                try:
+                    yield Record(where, base64.b64decode(value, validate=True), turns)
+                except (binascii.Error, ValueError) as e:
+                    yield Bad(where, f"invalid base64 in {column!r} ({e})")
+            else:
+                yield _with_image(root / value, where, turns)
+
+
+def _with_image(image: Path, where: str, turns) -> Record | Bad:
+    if not image.is_file():
+        return Bad(where, f"image {image} does not exist")
+    return Record(where, image, turns)
+
+
+def _read_imagefolder(folder: Path) -> Iterator[Record | Bad]:
+    jsonl, table = folder / "metadata.jsonl", folder / "metadata.csv"
+    if jsonl.is_file():
+        for where, row in _json_lines(jsonl):
+            if isinstance(row, Bad):
+                yield row
+            elif "file_name" not in row:
+                yield Bad(where, "no 'file_name'")
+            else:
+                turns = _turns(row, where)
+                yield turns if isinstance(turns, Bad) else _with_image(
+                    folder / str(row["file_name"]), where, turns)
+    elif table.is_file():
+        yield from _read_csv(table, "file_name", folder)
+    else:
+        raise UserError(f"{folder}: a dataset folder needs metadata.jsonl or metadata.csv "
+                        "(file_name, and text/caption or question/answer)")
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, dict | Bad]]:
+    """(location, object) for every non-blank line of a JSONL file."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield where, Bad(where, f"malformed JSON ({e.msg} at column {e.colno})")
+                continue
+            yield where, row if isinstance(row, dict) else Bad(where, "not a JSON object")
+
+
+def _read_llava(path: Path) -> Iterator[Record | Bad]:
+    if path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: expected a JSON list of conversations")
+        items = ((f"{path}[{i}]", row if isinstance(row, dict) else Bad(f"{path}[{i}]",
+                                                                         "not a JSON object"))
+                 for i, row in enumerate(rows))
+    else:
+        items = _json_lines(path)
+    for where, row in items:
+        yield row if isinstance(row, Bad) else _conversation(row, where, path.parent)
+
+
+def _conversation(row: dict, where: str, root: Path) -> Record | Bad:
+    if not row.get("image"):
+        return Bad(where, "no 'image'")
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        return Bad(where, "no 'conversations' list")
+    pairs = []
+    for i in range(0, len(turns), 2):
+        human, gpt = turns[i], turns[i + 1] if i + 1 < len(turns) else None
+        if not isinstance(human, dict) or human.get("from") != "human":
+            return Bad(where, f"turn {i + 1} should be from 'human'")
+        if not isinstance(gpt, dict) or gpt.get("from") != "gpt":
+            return Bad(where, f"turn {i + 2} should be from 'gpt' (the answer to turn {i + 1})")
+        question = str(human.get("value", "")).replace(IMAGE_TOKEN, "").strip()
+        answer = str(gpt.get("value", "")).strip()
+        if not question or not answer:
+            return Bad(where, f"turn {i + 1 if not question else i + 2} is empty")
+        pairs.append((question, answer))
+    return _with_image(root / str(row["image"]), where, tuple(pairs))
