@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seemore.config import apply_overrides, get_preset
-from seemore.data.datasets import DATASETS, open_dataset
+from seemore.data.datasets import DATASETS, dataset_of, open_dataset
 from seemore.errors import UserError
 
 
@@ -25,5 +25,6 @@ def test_tasks_are_checked_against_the_dataset():
     assert get_preset("tiny").data.task_names[:3] == ("caption", "color", "shape")
     with pytest.raises(UserError, match="color is not a task of data.dataset=digits"):
         apply_overrides(get_preset("tiny"), ["data.dataset=digits", "data.tasks=color"])
-    with pytest.raises(UserError, match="data.dataset must be one of shapes, digits"):
-        apply_overrides(get_preset("tiny"), ["data.dataset=mnist"])
+    config = apply_overrides(get_preset("tiny"), ["data.dataset=mnist"])  # a path, perhaps
+    with pytest.raises(UserError, match="mnist: no such dataset; give shapes, digits or"):
+        dataset_of(config)

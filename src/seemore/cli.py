@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="end-to-end",
                    help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
+    p.add_argument("--data", default=None, metavar="SOURCE",
+                   help="shapes, digits, or a dataset's path: a .csv file, a .jsonl/.json "
+                        "file of LLaVA conversations, or an image folder with "
+                        "metadata.jsonl/metadata.csv (data.dataset)")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=None,
+                   help="a bad row of the dataset: stop before training (error, the default) "
+                        "or leave it out and count it (skip)")
     p.add_argument("--text", default=None, metavar="FILE",
                    help="UTF-8 text for language-model training (data.text_file); default: "
                         "text written by the dataset")
@@ -100,6 +107,10 @@ def cmd_train(args) -> None:
     overrides = list(args.overrides)
     if args.precision:
         overrides.append(f"train.precision={args.precision}")
+    if args.data:
+        overrides.append(f"data.dataset={args.data}")
+    if args.on_bad_sample:
+        overrides.append(f"data.on_bad_sample={args.on_bad_sample}")
     if args.text:  # every stage, so that all of them build the same tokenizer
         overrides.append(f"data.text_file={args.text}")
     preset = get_preset(args.preset)
@@ -138,7 +149,7 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
     """Evaluate, print the table and write out/eval.json. n_scenes: images per split for a
     VLM; held-out pairs (at least 1,000) for a CLIP model. A model with mixture-of-experts
     layers also gets its expert load on the test split, in eval.json and out/moe_load.png."""
-    from seemore.data.datasets import open_dataset
+    from seemore.data.datasets import dataset_of
     from seemore.evaluation import evaluate, format_table
     from seemore.expert_load import expert_load, plot_expert_load
     from seemore.layers.moe import moe_layers
@@ -148,7 +159,7 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
         results = evaluate_clip(model, "test", max(n_scenes, 1000))
         print(format_clip_table(results))
     else:
-        data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
+        data = dataset_of(model.config)
         results = {split: evaluate(model, split, n_scenes) for split in data.eval_splits}
         print(format_table(results))
     if moe_layers(model):
@@ -166,9 +177,9 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
 def show_samples(model, n: int = 3) -> str:
     """Questions about n held-out test images: the model's answer next to the truth.
     Returns the first question asked."""
-    from seemore.data.datasets import open_dataset
+    from seemore.data.datasets import dataset_of
 
-    data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
+    data = dataset_of(model.config)
     for i in range(n):
         example = data.labelled("test", i)
         print(f"\ntest image {i}: {example.caption}")

@@ -13,8 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seemore.data.datasets import DATASETS
+from seemore.data.datasets import DATASETS, dataset_class
 from seemore.data.images import RESIZE_POLICIES
+from seemore.data.user import ON_BAD
 from seemore.errors import UserError
 
 FORMAT_VERSION = 1
@@ -191,9 +192,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which built-in dataset, and how training examples are drawn from it."""
+    """Which dataset, and how training examples are drawn from it."""
 
-    dataset: str = "shapes"  # or "digits" (scikit-learn's bundled handwritten digits)
+    # "shapes", "digits" (scikit-learn's bundled handwritten digits), or the path of a
+    # user's dataset: a .csv file, a .jsonl/.json file of LLaVA conversations or an image
+    # folder with metadata.jsonl/metadata.csv (data/records.py)
+    dataset: str = "shapes"
+    image_column: str = ""  # a CSV's image-path column (default: b64string_images or image)
+    # a user's row that cannot be read: "error" stops before training, "skip" leaves it out
+    on_bad_sample: str = "error"
     # UTF-8 text for train.objective=lm; empty: text written by the dataset
     text_file: str = ""
     # the tasks to train on: "caption" and the dataset's question types; empty: all of them
@@ -206,8 +213,10 @@ class DataConfig:
     resize: str = "squash"
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASETS,
-               f"data.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        _check(bool(self.dataset), f"data.dataset must be one of {', '.join(DATASETS)} or "
+                                   "the path of a dataset")
+        _check(self.on_bad_sample in ON_BAD, f"data.on_bad_sample must be error or skip, got "
+                                             f"{self.on_bad_sample!r}")
         unknown = set(self.tasks) - set(self.dataset_tasks)
         _check(not unknown, f"data.tasks: {', '.join(sorted(unknown))} is not a task of "
                             f"data.dataset={self.dataset}; choose from "
@@ -219,7 +228,7 @@ class DataConfig:
 
     @property
     def dataset_tasks(self) -> tuple[str, ...]:
-        return ("caption", *DATASETS[self.dataset].question_types)
+        return ("caption", *dataset_class(self.dataset).question_types)
 
     @property
     def task_names(self) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from seemore.data.collate import CAPTION_PROMPT
-from seemore.data.datasets import open_dataset
+from seemore.data.datasets import dataset_of
 from seemore.data.images import to_tensor
 from seemore.generation import generate_text
 
@@ -54,12 +54,14 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
     dataset (all of the split if it holds fewer), and (with_captions) a caption of each."""
     was_training = model.training
     model.eval()
-    data = open_dataset(model.config.data.dataset, model.config.model.vision.image_size)
+    data = dataset_of(model.config)
     n_images = min(n_images, data.size(split) or n_images)
     examples = [data.labelled(split, i) for i in range(n_images)]
     kinds, images, questions, truths = [], [], [], []
     for example in examples:
-        for kind, q, a in example.questions:
+        # a conversation's first turn is a plain question; later ones need their history
+        first = [("answer", *example.conversation[0])] if example.conversation else []
+        for kind, q, a in example.questions + first:
             kinds.append(kind)
             images.append(example.image)
             questions.append(q)
@@ -74,12 +76,13 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
     accuracy.update({k: right[k] / total[k] for k in data.question_types if total[k]})
     result = {"vqa_accuracy": accuracy, "n_images": n_images, "n_questions": len(answers)}
 
-    if with_captions:
+    captioned = [e for e in examples if e.caption]
+    if with_captions and captioned:
         # as long as the context allows: generation stops at its end
-        predicted = _answer(model, [e.image for e in examples], [CAPTION_PROMPT] * n_images,
+        predicted = _answer(model, [e.image for e in captioned], [CAPTION_PROMPT] * len(captioned),
                             model.config.model.decoder.max_seq_len, batch_size)
         result["caption_object_f1"] = caption_f1(
-            predicted, [e.caption for e in examples], data.parse_caption)
+            predicted, [e.caption for e in captioned], data.parse_caption)
     model.train(was_training)
     return result
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from seemore.data import digits
-from seemore.data.datasets import open_dataset
+from seemore.data.datasets import dataset_of
 from seemore.data.images import to_tensor
 
 KS = (1, 5, 10)
@@ -65,7 +65,7 @@ def evaluate_clip(model, split: str = "test", n: int = 1000) -> dict:
     was_training = model.training
     model.eval()
     dataset = model.config.data.dataset
-    data = open_dataset(dataset, model.config.model.vision.image_size)
+    data = dataset_of(model.config)
     n = min(n, data.size(split) or n)
     pairs = [data.pair(split, i) for i in range(n)]
     captions = [caption for _, caption in pairs]

@@ -117,9 +117,10 @@ def attention_mask(segments: torch.Tensor) -> torch.Tensor:
 
 
 class TaskDataset(Dataset):
-    """Images ``offset .. offset+length-1`` of one split of a built-in dataset. Each carries
-    ``per_image`` of the named tasks ("caption" and question types), drawn at random but
-    deterministically per image, packed into one sequence.
+    """Images ``offset .. offset+length-1`` of one split of a dataset. Each carries
+    ``per_image`` of the named tasks ("caption" and question types) that it has, drawn at
+    random but deterministically per image, packed into one sequence; an example with a
+    multi-turn conversation is trained on that instead.
 
     With one task per image, each run of ``group`` consecutive images (set it to the batch
     size) is all captions or all questions, captions in their fair share of the groups: a
@@ -139,9 +140,16 @@ class TaskDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, Sequence]:
         index = self.offset + i
         example = self.data.labelled(self.split, index)
+        if example.conversation:
+            return to_tensor(example.image), conversation_sequence(
+                self.tokenizer, self.n_visual, example.conversation)
         available = {kind: (q, a) for kind, q, a in example.questions}
-        available["caption"] = (CAPTION_PROMPT, example.caption)
+        if example.caption:
+            available["caption"] = (CAPTION_PROMPT, example.caption)
         kinds = [k for k in self.tasks if k in available]
+        if not kinds:
+            raise UserError(f"a {self.split} example has none of the tasks "
+                            f"{', '.join(self.tasks)} (data.tasks)")
         if self.per_image == 1 and "caption" in kinds and len(kinds) > 1:
             group_rng = self.data.rng(self.split, index // self.group, stream=3)
             captions = group_rng.random() < 1 / len(self.tasks)

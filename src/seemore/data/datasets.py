@@ -1,4 +1,5 @@
-"""The built-in datasets by name. Each class offers the same few members:
+"""The datasets by name: a built-in one, or the path of a user's (data/user.py). Each class
+offers the same few members:
 
 - ``labelled(split, index)``: the index-th image of a split with its caption and questions
   (data/labelled.py); deterministic in (split, index)
@@ -11,13 +12,43 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 from seemore.data.digits import Digits
 from seemore.data.shapes import ShapesWorld
+from seemore.data.user import UserDataset
+from seemore.errors import UserError
 
 DATASETS = {"shapes": ShapesWorld, "digits": Digits}
 
 
-def open_dataset(name: str, image_size: int) -> ShapesWorld | Digits:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](image_size)
+def dataset_class(name: str) -> type:
+    return DATASETS.get(name, UserDataset)
+
+
+def open_dataset(name: str, image_size: int, image_column: str = "", policy: str = "squash",
+                 on_bad: str = "error") -> ShapesWorld | Digits | UserDataset:
+    """A built-in dataset by name, or a user's dataset by path (read once per version of
+    its files: opening one decodes all of its images)."""
+    if name in DATASETS:
+        return DATASETS[name](image_size)
+    path = Path(name)
+    if not path.exists():
+        raise UserError(f"{name}: no such dataset; give {', '.join(DATASETS)} or the path of "
+                        "a .csv, .jsonl or .json file or an image folder")
+    versions = tuple(p.stat().st_mtime_ns for p in (path, *path.glob("metadata.*")))
+    return _open_user(path.resolve(), versions, image_size, image_column, policy, on_bad)
+
+
+@lru_cache(maxsize=4)
+def _open_user(path: Path, versions: tuple, image_size: int, image_column: str, policy: str,
+               on_bad: str) -> UserDataset:
+    return UserDataset(path, image_size, image_column, policy, on_bad)
+
+
+def dataset_of(config) -> ShapesWorld | Digits | UserDataset:
+    """The dataset a run's config names (a seemore.config.Config)."""
+    d = config.data
+    return open_dataset(d.dataset, config.model.vision.image_size, d.image_column, d.resize,
+                        d.on_bad_sample)

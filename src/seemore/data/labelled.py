@@ -11,5 +11,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Labelled:
     image: np.ndarray  # (H, W, 3) uint8
-    caption: str
+    caption: str  # "" when the data has none for this image
     questions: list[tuple[str, str, str]]  # (question type, question, answer)
+    # a multi-turn conversation, (question, answer) pairs trained as one sequence
+    conversation: tuple[tuple[str, str], ...] = ()

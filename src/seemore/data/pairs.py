@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from seemore.data.datasets import open_dataset
 from seemore.data.images import to_tensor
 from seemore.tokenizer import CharTokenizer
 
@@ -16,8 +15,9 @@ from seemore.tokenizer import CharTokenizer
 class CaptionPairs(Dataset):
     """The (image, caption) pairs of a split of a built-in dataset, as (tensor, text)."""
 
-    def __init__(self, dataset: str, image_size: int, split: str, length: int):
-        self.data, self.split, self.length = open_dataset(dataset, image_size), split, length
+    def __init__(self, data, split: str, length: int):
+        """data: a dataset (data/datasets.py)."""
+        self.data, self.split, self.length = data, split, length
 
     def __len__(self) -> int:
         return self.length

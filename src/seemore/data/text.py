@@ -12,15 +12,15 @@ import torch
 from torch.utils.data import Dataset
 
 from seemore.data.collate import Batch
-from seemore.data.datasets import open_dataset
 from seemore.errors import UserError
 from seemore.tokenizer import CharTokenizer
 
 WORLD_IMAGES = 2000  # train images whose text makes the default corpus (0.4 MB of shapes)
 
 
-def world_text(dataset: str, image_size: int, n_images: int = WORLD_IMAGES) -> str:
-    data = open_dataset(dataset, image_size)
+def world_text(data, n_images: int = WORLD_IMAGES) -> str:
+    """The captions, and questions followed by their answers, of a dataset's first
+    n_images train images (data/datasets.py)."""
     lines = []
     for i in range(n_images):
         example = data.labelled("train", i)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, TaskDataset, collate
-from seemore.data.datasets import open_dataset
+from seemore.data.datasets import DATASETS, dataset_of
 from seemore.data.pairs import CaptionPairs, collate_pairs
 from seemore.data.text import TextWindows, collate_text, read_text, world_text
 from seemore.errors import UserError
@@ -81,7 +82,7 @@ def learning_rate(step: int, config: Config) -> float:
 
 def build_tokenizer(config: Config) -> CharTokenizer:
     """The character vocabulary of everything the training data can say."""
-    text = open_dataset(config.data.dataset, config.model.vision.image_size).corpus()
+    text = dataset_of(config).corpus()
     if config.data.text_file:
         text += read_text(config.data.text_file)
     return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR)
@@ -120,17 +121,17 @@ def training_data(model: VLM | CLIP, config: Config, split: str = "train",
     """The examples of the run's objective, as in training, and their collate: length of
     them (default: enough for every step) from a split of the dataset (plain text for the
     lm objective has no splits)."""
-    t, d, size = config.train, config.data, config.model.vision.image_size
+    t, d = config.train, config.data
     length = length or t.steps * t.batch_size
     if t.objective == "clip":
-        pairs = CaptionPairs(d.dataset, size, split, length)
+        pairs = CaptionPairs(dataset_of(config), split, length)
         return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
     if t.objective == "lm":
-        text = read_text(d.text_file) if d.text_file else world_text(d.dataset, size)
+        text = read_text(d.text_file) if d.text_file else world_text(dataset_of(config))
         windows = TextWindows(text, model.tokenizer, config.model.decoder.max_seq_len,
                               length, t.seed)
         return windows, collate_text
-    dataset = TaskDataset(open_dataset(d.dataset, size), split, model.tokenizer,
+    dataset = TaskDataset(dataset_of(config), split, model.tokenizer,
                           config.model.n_visual_tokens, d.task_names, d.tasks_per_image,
                           length=length, group=t.batch_size)
     return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
@@ -144,6 +145,18 @@ def periodic_eval(model: VLM | CLIP, config: Config) -> tuple[dict, str]:
         return result["val"], f"val image->text recall@5 {recall:.3f}"
     result = evaluate(model, "val", config.train.eval_scenes, with_captions=False)
     return result, f"val VQA accuracy {result['vqa_accuracy']['overall']:.3f}"
+
+
+def skipped_rows(config: Config) -> dict | None:
+    """How many rows of a user's dataset were left out (data.on_bad_sample=skip) and why."""
+    if config.train.objective == "lm" or config.data.dataset in DATASETS:
+        return None
+    skipped = dataset_of(config).skipped
+    if not skipped:
+        return None
+    reasons = Counter(bad.reason.split(" (")[0] for bad in skipped)
+    return {"rows": len(skipped), "reasons": dict(reasons.most_common()),
+            "first": [str(bad) for bad in skipped[:10]]}
 
 
 def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
@@ -180,6 +193,10 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
     tick, seen = time.perf_counter(), 0
     with (open(out_dir / "metrics.jsonl", "a") as metrics,
           tqdm(total=t.steps, disable=not progress, desc="train", dynamic_ncols=True) as bar):
+        if skipped := skipped_rows(config):
+            metrics.write(json.dumps({"skipped": skipped}) + "\n")
+            bar.write(f"skipped {skipped['rows']} bad rows of {config.data.dataset}: " + ", ".join(
+                f"{n} x {reason}" for reason, n in skipped["reasons"].items()))
         for step, batch in enumerate(loader):
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:

@@ -1,0 +1,110 @@
+"""A user's dataset (a CSV file, an image folder or LLaVA conversations; data/records.py)
+behind the same interface as the built-in datasets (data/datasets.py).
+
+Opening it reads every row and decodes every image once, at the model's image size, so
+that a bad row stops the run before its first step (``on_bad="error"``, with the row and
+the reason) or is left out and counted (``on_bad="skip"``); the decoded images stay in
+memory, about 12 KB each at 64x64.
+
+Splits are fixed by each row's content, not its place: a hash (CRC-32) of the image's file
+name or bytes and the row's text puts a tenth of the rows in test, a tenth in val and the
+rest in train, the same on every run and whatever the order of the rows (a place-based
+rule would put every test row on the same side of a file that alternates captions and
+questions); a train index past the end wraps around.
+
+A row's turns become the example's caption (a caption row), its question (a single
+question-answer row), or its conversation (several turns, trained as one sequence).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from seemore.data.collate import CAPTION_PROMPT, SEPARATOR
+from seemore.data.images import load_image, resize
+from seemore.data.labelled import Labelled
+from seemore.data.records import Bad, Record, read_records
+from seemore.errors import UserError
+
+SPLITS = {"test": 0, "val": 1}  # _fold(row); the rest is train
+ON_BAD = ("error", "skip")
+
+
+def _fold(record: Record) -> int:
+    """0-9, from the row's content: 0 test, 1 val, the rest train."""
+    image = record.image.name.encode() if isinstance(record.image, Path) else record.image
+    return zlib.crc32(repr(record.turns).encode(), zlib.crc32(image)) % 10
+
+
+class UserDataset:
+    question_types = ("answer",)
+    eval_splits = ("test",)
+
+    def __init__(self, path: str | Path, image_size: int, image_column: str = "",
+                 policy: str = "squash", on_bad: str = "error"):
+        if on_bad not in ON_BAD:
+            raise UserError(f"on_bad must be error or skip, got {on_bad!r}")
+        self.path, self.image_size = Path(path), image_size
+        self.records: list[Record] = []
+        self.images: list[np.ndarray] = []
+        self.skipped: list[Bad] = []
+        for record in read_records(path, image_column):
+            if isinstance(record, Record):
+                try:
+                    image = load_image(record.image, name=record.location)
+                    self.images.append(np.asarray(resize(image, image_size, policy)))
+                    self.records.append(record)
+                    continue
+                except UserError as e:
+                    record = Bad(record.location, str(e).removeprefix(f"{record.location}: "))
+            if on_bad == "error":
+                raise UserError(f"{record} (stopping before training; `seemore data check "
+                                f"{path}` lists every bad row, data.on_bad_sample=skip leaves "
+                                "them out)")
+            self.skipped.append(record)
+        if not self.records:
+            raise UserError(f"{path}: no usable rows ({len(self.skipped)} bad)")
+        fold = np.array([_fold(r) for r in self.records])
+        self.splits = {"train": np.flatnonzero(fold >= 2),
+                       **{s: np.flatnonzero(fold == f) for s, f in SPLITS.items()}}
+
+    def size(self, split: str) -> int:
+        return len(self._indices(split))
+
+    def _indices(self, split: str) -> np.ndarray:
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; choose train, val or test")
+        return self.splits[split]
+
+    def rng(self, split: str, index: int, stream: int = 0) -> np.random.Generator:
+        return np.random.default_rng((zlib.crc32(split.encode()), index, stream))
+
+    def labelled(self, split: str, index: int) -> Labelled:
+        indices = self._indices(split)
+        if not len(indices):
+            raise UserError(f"{self.path}: the {split} split is empty ({len(self.records)} "
+                            "usable rows, about a tenth of them test and a tenth val)")
+        row = int(indices[index % len(indices)])
+        turns = self.records[row].turns
+        if len(turns) == 1 and turns[0][0] == CAPTION_PROMPT:
+            return Labelled(self.images[row], turns[0][1], [])
+        if len(turns) == 1:
+            return Labelled(self.images[row], "", [("answer", *turns[0])])
+        return Labelled(self.images[row], "", [], conversation=turns)
+
+    def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
+        example = self.labelled(split, index)
+        return example.image, example.caption
+
+    @staticmethod
+    def parse_caption(text: str) -> list[str]:
+        """A user's caption has no objects to parse: its words stand in for them."""
+        return text.split()
+
+    def corpus(self) -> str:
+        """Every character of the rows' text, plus what prompts add."""
+        text = (q + a for r in self.records for q, a in r.turns)
+        return "".join(text) + CAPTION_PROMPT + SEPARATOR

@@ -1,0 +1,80 @@
+"""A user's dataset through every command: train (bad rows stop it or are skipped and
+counted), eval, caption; and conversations trained with the loss on the answers only."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seemore.cli import main
+from seemore.data import digits
+from seemore.data.collate import IGNORE_INDEX, TaskDataset
+from seemore.data.datasets import open_dataset
+from seemore.tokenizer import CharTokenizer
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """An image folder of 100 greyscale digit scans (0, 1, 2), half captioned, half asked
+    about, and one row whose file is missing."""
+    root = tmp_path_factory.mktemp("folder")
+    data, rows = digits.Digits(24), []
+    for i in range(100):
+        image, label = data.scan("train", i)
+        name = f"img{i:03}.png"
+        Image.fromarray(image[:, :, 0]).save(root / name)  # mode L
+        if i % 2:
+            rows.append({"file_name": name, "text": digits.caption(label)})
+        else:
+            rows.append({"file_name": name, "question": digits.QUESTION,
+                         "answer": digits.NAMES[label]})
+    rows.insert(37, {"file_name": "gone.png", "text": "a handwritten zero"})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_a_bad_row_stops_training_before_the_first_step(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(folder), "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"metadata.jsonl:38: image {folder / 'gone.png'} does not exist" in err
+    assert "data.on_bad_sample=skip" in err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_train_eval_and_caption_on_an_image_folder(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(folder), "--out", str(out),
+                 "--no-progress", "--on-bad-sample", "skip", "train.steps=20",
+                 "train.final_eval_scenes=50"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 bad rows" in printed
+    skipped = [json.loads(line) for line in open(out / "metrics.jsonl") if "skipped" in line]
+    assert skipped[0]["skipped"]["rows"] == 1
+    result = json.loads((out / "eval.json").read_text())
+    test_rows = open_dataset(str(folder), 32, on_bad="skip").size("test")  # about a tenth
+    assert 5 <= test_rows <= 20
+    assert set(result) == {"test"} and result["test"]["n_images"] == test_rows
+    assert set(result["test"]["vqa_accuracy"]) == {"overall", "answer"}
+    assert 0 <= result["test"]["caption_object_f1"] <= 1
+    assert main(["caption", str(out), str(folder / "img001.png")]) == 0
+    assert capsys.readouterr().out.startswith(f"{folder / 'img001.png'}: ")
+
+
+def test_conversations_train_on_the_answers_only(tmp_path):
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "a.png")
+    turns = [{"from": "human", "value": "<image>\nwhat is it?"}, {"from": "gpt", "value": "a box"},
+             {"from": "human", "value": "what color?"}, {"from": "gpt", "value": "red"}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "conversations": turns}) + "\n")
+    data = open_dataset(str(path), 32)
+    split = next(s for s in ("train", "val", "test") if data.size(s))  # the row's split
+    tokenizer = CharTokenizer.from_text(data.corpus())
+    _, seq = TaskDataset(data, split, tokenizer, 4, ("caption", "answer"), 1, 1)[0]
+    targets = [t for t in seq.labels if t != IGNORE_INDEX]
+    eos = tokenizer.eos_id
+    assert targets == tokenizer.encode("a box") + [eos] + tokenizer.encode("red") + [eos]
+    assert seq.ids.count(tokenizer.image_id) == 4  # the image once
+    assert np.asarray(data.labelled(split, 0).image).shape == (32, 32, 3)
