@@ -34,6 +34,20 @@ def folder(tmp_path_factory):
     return root
 
 
+def test_decoding_in_workers_and_without_the_cache_gives_the_same_examples(folder):
+    from seemore.data.user import UserDataset
+
+    plain = UserDataset(folder, 32, on_bad="skip")
+    workers = UserDataset(folder, 32, on_bad="skip", num_workers=2, cache=False)
+    assert workers.images is None and plain.images is not None
+    assert [str(b) for b in workers.skipped] == [str(b) for b in plain.skipped]
+    for split in ("train", "test"):
+        for i in range(3):
+            a, b = plain.labelled(split, i), workers.labelled(split, i)
+            np.testing.assert_array_equal(a.image, b.image)
+            assert (a.caption, a.questions) == (b.caption, b.questions)
+
+
 def test_a_bad_row_stops_training_before_the_first_step(folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny", "--data", str(folder), "--out", str(out),

@@ -28,7 +28,8 @@ def dataset_class(name: str) -> type:
 
 
 def open_dataset(name: str, image_size: int, image_column: str = "", policy: str = "squash",
-                 on_bad: str = "error") -> ShapesWorld | Digits | UserDataset:
+                 on_bad: str = "error", num_workers: int = 0
+                 ) -> ShapesWorld | Digits | UserDataset:
     """A built-in dataset by name, or a user's dataset by path (read once per version of
     its files: opening one decodes all of its images)."""
     if name in DATASETS:
@@ -38,17 +39,18 @@ def open_dataset(name: str, image_size: int, image_column: str = "", policy: str
         raise UserError(f"{name}: no such dataset; give {', '.join(DATASETS)} or the path of "
                         "a .csv, .jsonl or .json file or an image folder")
     versions = tuple(p.stat().st_mtime_ns for p in (path, *path.glob("metadata.*")))
-    return _open_user(path.resolve(), versions, image_size, image_column, policy, on_bad)
+    return _open_user(path.resolve(), versions, image_size, image_column, policy, on_bad,
+                      num_workers)
 
 
 @lru_cache(maxsize=4)
 def _open_user(path: Path, versions: tuple, image_size: int, image_column: str, policy: str,
-               on_bad: str) -> UserDataset:
-    return UserDataset(path, image_size, image_column, policy, on_bad)
+               on_bad: str, num_workers: int) -> UserDataset:
+    return UserDataset(path, image_size, image_column, policy, on_bad, num_workers)
 
 
 def dataset_of(config) -> ShapesWorld | Digits | UserDataset:
     """The dataset a run's config names (a seemore.config.Config)."""
     d = config.data
     return open_dataset(d.dataset, config.model.vision.image_size, d.image_column, d.resize,
-                        d.on_bad_sample)
+                        d.on_bad_sample, d.num_workers)

@@ -1,10 +1,12 @@
 """A user's dataset (a CSV file, an image folder or LLaVA conversations; data/records.py)
 behind the same interface as the built-in datasets (data/datasets.py).
 
-Opening it reads every row and decodes every image once, at the model's image size, so
-that a bad row stops the run before its first step (``on_bad="error"``, with the row and
-the reason) or is left out and counted (``on_bad="skip"``); the decoded images stay in
-memory, about 12 KB each at 64x64.
+Opening it reads every row and decodes every image once, at the model's image size, in
+DataLoader workers (data.num_workers), so that a bad row stops the run before its first
+step (``on_bad="error"``, with the row and the reason) or is left out and counted
+(``on_bad="skip"``). A dataset of up to CACHE_ROWS rows keeps the decoded images in memory
+(about 12 KB each at 64x64); a larger one keeps only the rows and decodes each image again
+when it is drawn, in the training loop's DataLoader workers.
 
 Splits are fixed by each row's content, not its place: a hash (CRC-32) of the image's file
 name or bytes and the row's text puts a tenth of the rows in test, a tenth in val and the
@@ -22,6 +24,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader, Dataset
 
 from seemore.data.collate import CAPTION_PROMPT, SEPARATOR
 from seemore.data.images import load_image, resize
@@ -31,6 +34,29 @@ from seemore.errors import UserError
 
 SPLITS = {"test": 0, "val": 1}  # _fold(row); the rest is train
 ON_BAD = ("error", "skip")
+CACHE_ROWS = 20_000
+
+
+def _as_is(item):
+    return item
+
+
+class _Decode(Dataset):
+    """Each record's image as the model sees it, or the reason it cannot be decoded."""
+
+    def __init__(self, records: list[Record], image_size: int, policy: str):
+        self.records, self.image_size, self.policy = records, image_size, policy
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> np.ndarray | str:
+        record = self.records[i]
+        try:
+            image = load_image(record.image, name=record.location)
+        except UserError as e:
+            return str(e).removeprefix(f"{record.location}: ")
+        return np.asarray(resize(image, self.image_size, self.policy))
 
 
 def _fold(record: Record) -> int:
@@ -44,27 +70,35 @@ class UserDataset:
     eval_splits = ("test",)
 
     def __init__(self, path: str | Path, image_size: int, image_column: str = "",
-                 policy: str = "squash", on_bad: str = "error"):
+                 policy: str = "squash", on_bad: str = "error", num_workers: int = 0,
+                 cache: bool | None = None):
+        """cache: keep the decoded images in memory (default: up to CACHE_ROWS rows)."""
         if on_bad not in ON_BAD:
             raise UserError(f"on_bad must be error or skip, got {on_bad!r}")
-        self.path, self.image_size = Path(path), image_size
-        self.records: list[Record] = []
-        self.images: list[np.ndarray] = []
-        self.skipped: list[Bad] = []
-        for record in read_records(path, image_column):
-            if isinstance(record, Record):
-                try:
-                    image = load_image(record.image, name=record.location)
-                    self.images.append(np.asarray(resize(image, image_size, policy)))
-                    self.records.append(record)
+        self.path = Path(path)
+        rows = list(read_records(path, image_column))
+        readable = [r for r in rows if isinstance(r, Record)]
+        cache = len(readable) <= CACHE_ROWS if cache is None else cache
+        decoded = DataLoader(_Decode(readable, image_size, policy), batch_size=None,
+                             num_workers=num_workers, collate_fn=_as_is)
+        images = iter(decoded)
+        self.records, self.skipped = [], []
+        self.images: list[np.ndarray] | None = [] if cache else None
+        for row in rows:  # in file order, so that the first bad row is the first reported
+            if isinstance(row, Record):
+                image = next(images)
+                if not isinstance(image, str):
+                    self.records.append(row)
+                    if cache:
+                        self.images.append(image)
                     continue
-                except UserError as e:
-                    record = Bad(record.location, str(e).removeprefix(f"{record.location}: "))
+                row = Bad(row.location, image)
             if on_bad == "error":
-                raise UserError(f"{record} (stopping before training; `seemore data check "
+                raise UserError(f"{row} (stopping before training; `seemore data check "
                                 f"{path}` lists every bad row, data.on_bad_sample=skip leaves "
                                 "them out)")
-            self.skipped.append(record)
+            self.skipped.append(row)
+        self.decode = _Decode(self.records, image_size, policy)  # when not cached
         if not self.records:
             raise UserError(f"{path}: no usable rows ({len(self.skipped)} bad)")
         fold = np.array([_fold(r) for r in self.records])
@@ -89,11 +123,14 @@ class UserDataset:
                             "usable rows, about a tenth of them test and a tenth val)")
         row = int(indices[index % len(indices)])
         turns = self.records[row].turns
+        image = self.images[row] if self.images is not None else self.decode[row]
+        if isinstance(image, str):  # it decoded once; the file changed since
+            raise UserError(f"{self.records[row].location}: {image}")
         if len(turns) == 1 and turns[0][0] == CAPTION_PROMPT:
-            return Labelled(self.images[row], turns[0][1], [])
+            return Labelled(image, turns[0][1], [])
         if len(turns) == 1:
-            return Labelled(self.images[row], "", [("answer", *turns[0])])
-        return Labelled(self.images[row], "", [], conversation=turns)
+            return Labelled(image, "", [("answer", *turns[0])])
+        return Labelled(image, "", [], conversation=turns)
 
     def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
         example = self.labelled(split, index)
