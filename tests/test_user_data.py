@@ -92,3 +92,15 @@ def test_conversations_train_on_the_answers_only(tmp_path):
     assert targets == tokenizer.encode("a box") + [eos] + tokenizer.encode("red") + [eos]
     assert seq.ids.count(tokenizer.image_id) == 4  # the image once
     assert np.asarray(data.labelled(split, 0).image).shape == (32, 32, 3)
+
+
+def test_a_row_longer_than_the_context_is_bad(tmp_path):
+    from seemore.data.user import UserDataset
+    from seemore.errors import UserError
+
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "a.png")
+    (tmp_path / "rows.csv").write_text("image,caption\na.png,short\na.png," + "y" * 60 + "\n")
+    with pytest.raises(UserError, match=r"rows.csv:3: 98 tokens with the image; the context"):
+        UserDataset(tmp_path / "rows.csv", 32, context=64, n_visual=16)
+    data = UserDataset(tmp_path / "rows.csv", 32, on_bad="skip", context=64, n_visual=16)
+    assert len(data.records) == 1 and len(data.skipped) == 1

@@ -142,7 +142,9 @@ def cmd_train(args) -> None:
         print(f"\nsaved to {final.folder}; try: seemore eval {final.folder}")
         return
     question = show_samples(model)
-    print(f"\nsaved to {final.folder}; try: seemore ask {final.folder} IMAGE \"{question}\"")
+    try_next = (f'seemore ask {final.folder} IMAGE "{question}"' if question
+                else f"seemore caption {final.folder} IMAGE")
+    print(f"\nsaved to {final.folder}; try: {try_next}")
 
 
 def run_eval(model, out: Path, n_scenes: int) -> dict:
@@ -174,22 +176,25 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
     return results
 
 
-def show_samples(model, n: int = 3) -> str:
+def show_samples(model, n: int = 3) -> str | None:
     """Questions about n held-out test images: the model's answer next to the truth.
-    Returns the first question asked."""
+    Returns the first question asked (None if they had none)."""
     from seemore.data.datasets import dataset_of
 
     data = dataset_of(model.config)
-    for i in range(n):
+    asked = []
+    for i in range(min(n, data.size("test") or n)):
         example = data.labelled("test", i)
-        print(f"\ntest image {i}: {example.caption}")
-        answer = model.caption(example.image)
-        print(f"  {'ok' if answer == example.caption else 'XX'} caption: {answer}")
+        print(f"\ntest image {i}: {example.caption or '(no caption)'}")
+        if example.caption:
+            answer = model.caption(example.image)
+            print(f"  {'ok' if answer == example.caption else 'XX'} caption: {answer}")
         for _, question, truth in example.questions:
             answer = model.ask(example.image, question)
             mark = "ok" if answer == truth else "XX"
             print(f"  {mark} {question:<42} model: {answer:<14} truth: {truth}")
-    return data.labelled("test", 0).questions[0][1]
+            asked.append(question)
+    return asked[0] if asked else None
 
 
 def cmd_data_check(args) -> int:

@@ -28,8 +28,8 @@ def dataset_class(name: str) -> type:
 
 
 def open_dataset(name: str, image_size: int, image_column: str = "", policy: str = "squash",
-                 on_bad: str = "error", num_workers: int = 0
-                 ) -> ShapesWorld | Digits | UserDataset:
+                 on_bad: str = "error", num_workers: int = 0, context: int = 0,
+                 n_visual: int = 0) -> ShapesWorld | Digits | UserDataset:
     """A built-in dataset by name, or a user's dataset by path (read once per version of
     its files: opening one decodes all of its images)."""
     if name in DATASETS:
@@ -40,17 +40,19 @@ def open_dataset(name: str, image_size: int, image_column: str = "", policy: str
                         "a .csv, .jsonl or .json file or an image folder")
     versions = tuple(p.stat().st_mtime_ns for p in (path, *path.glob("metadata.*")))
     return _open_user(path.resolve(), versions, image_size, image_column, policy, on_bad,
-                      num_workers)
+                      num_workers, context, n_visual)
 
 
 @lru_cache(maxsize=4)
 def _open_user(path: Path, versions: tuple, image_size: int, image_column: str, policy: str,
-               on_bad: str, num_workers: int) -> UserDataset:
-    return UserDataset(path, image_size, image_column, policy, on_bad, num_workers)
+               on_bad: str, num_workers: int, context: int, n_visual: int) -> UserDataset:
+    return UserDataset(path, image_size, image_column, policy, on_bad, num_workers,
+                       context=context, n_visual=n_visual)
 
 
 def dataset_of(config) -> ShapesWorld | Digits | UserDataset:
     """The dataset a run's config names (a seemore.config.Config)."""
     d = config.data
     return open_dataset(d.dataset, config.model.vision.image_size, d.image_column, d.resize,
-                        d.on_bad_sample, d.num_workers)
+                        d.on_bad_sample, d.num_workers, config.model.decoder.max_seq_len,
+                        config.model.n_visual_tokens)

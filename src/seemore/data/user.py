@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from seemore.data.collate import CAPTION_PROMPT, SEPARATOR
+from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, conversation_length
 from seemore.data.images import load_image, resize
 from seemore.data.labelled import Labelled
 from seemore.data.records import Bad, Record, read_records
@@ -35,6 +35,16 @@ from seemore.errors import UserError
 SPLITS = {"test": 0, "val": 1}  # _fold(row); the rest is train
 ON_BAD = ("error", "skip")
 CACHE_ROWS = 20_000
+
+
+def _fit(row: Record | Bad, context: int, n_visual: int) -> Record | Bad:
+    if isinstance(row, Bad) or not context:
+        return row
+    length = conversation_length(row.turns, n_visual)
+    if length <= context:
+        return row
+    return Bad(row.location, f"{length} tokens with the image; the context "
+                             f"(model.decoder.max_seq_len) is {context}")
 
 
 def _as_is(item):
@@ -71,12 +81,14 @@ class UserDataset:
 
     def __init__(self, path: str | Path, image_size: int, image_column: str = "",
                  policy: str = "squash", on_bad: str = "error", num_workers: int = 0,
-                 cache: bool | None = None):
-        """cache: keep the decoded images in memory (default: up to CACHE_ROWS rows)."""
+                 cache: bool | None = None, context: int = 0, n_visual: int = 0):
+        """cache: keep the decoded images in memory (default: up to CACHE_ROWS rows).
+        context, n_visual: a row longer than context tokens, with n_visual image tokens,
+        is bad (0: no limit)."""
         if on_bad not in ON_BAD:
             raise UserError(f"on_bad must be error or skip, got {on_bad!r}")
         self.path = Path(path)
-        rows = list(read_records(path, image_column))
+        rows = [_fit(r, context, n_visual) for r in read_records(path, image_column)]
         readable = [r for r in rows if isinstance(r, Record)]
         cache = len(readable) <= CACHE_ROWS if cache is None else cache
         decoded = DataLoader(_Decode(readable, image_size, policy), batch_size=None,
