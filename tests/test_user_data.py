@@ -104,3 +104,31 @@ def test_a_row_longer_than_the_context_is_bad(tmp_path):
         UserDataset(tmp_path / "rows.csv", 32, context=64, n_visual=16)
     data = UserDataset(tmp_path / "rows.csv", 32, on_bad="skip", context=64, n_visual=16)
     assert len(data.records) == 1 and len(data.skipped) == 1
+
+
+def test_mixture_sources_and_weights():
+    from seemore.data.mixture import parse_sources
+    from seemore.errors import UserError
+
+    assert parse_sources("shapes:3, photos.csv") == [("shapes", 3.0), ("photos.csv", 1.0)]
+    assert parse_sources("s3:bucket.csv") == [("s3:bucket.csv", 1.0)]
+    for bad in ("shapes:0", "shapes:-1", "shapes,,digits"):
+        with pytest.raises(UserError):
+            parse_sources(bad)
+    mix = open_dataset("shapes:3,digits:1", 32)
+    assert mix.question_types[:2] == ("color", "shape") and "digit" in mix.question_types
+    drawn = [mix.member("train", i) is mix.members["digits"] for i in range(2000)]
+    assert 0.21 < np.mean(drawn) < 0.29  # a quarter
+    example = mix.labelled("train", drawn.index(True))
+    assert example.caption.startswith("a handwritten")
+
+
+def test_train_and_eval_on_a_mixture(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", "shapes:2", "--data", str(folder),
+                 "--on-bad-sample", "skip", "--out", str(out), "--no-progress",
+                 "train.steps=5", "train.final_eval_scenes=8"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result) == {"shapes:test", "shapes:compositional", f"{folder}:test"}
+    assert "color" in result["shapes:test"]["vqa_accuracy"]
+    assert set(result[f"{folder}:test"]["vqa_accuracy"]) == {"overall", "answer"}

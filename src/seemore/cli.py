@@ -46,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="end-to-end",
                    help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
-    p.add_argument("--data", default=None, metavar="SOURCE",
+    p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
                    help="shapes, digits, or a dataset's path: a .csv file, a .jsonl/.json "
                         "file of LLaVA conversations, or an image folder with "
-                        "metadata.jsonl/metadata.csv (data.dataset)")
+                        "metadata.jsonl/metadata.csv (data.dataset); repeat it to mix "
+                        "several, drawn in proportion to their weights (default 1)")
     p.add_argument("--on-bad-sample", choices=["error", "skip"], default=None,
                    help="a bad row of the dataset: stop before training (error, the default) "
                         "or leave it out and count it (skip)")
@@ -108,7 +109,7 @@ def cmd_train(args) -> None:
     if args.precision:
         overrides.append(f"train.precision={args.precision}")
     if args.data:
-        overrides.append(f"data.dataset={args.data}")
+        overrides.append(f"data.dataset={','.join(args.data)}")
     if args.on_bad_sample:
         overrides.append(f"data.on_bad_sample={args.on_bad_sample}")
     if args.text:  # every stage, so that all of them build the same tokenizer
@@ -151,7 +152,7 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
     """Evaluate, print the table and write out/eval.json. n_scenes: images per split for a
     VLM; held-out pairs (at least 1,000) for a CLIP model. A model with mixture-of-experts
     layers also gets its expert load on the test split, in eval.json and out/moe_load.png."""
-    from seemore.data.datasets import dataset_of
+    from seemore.data.datasets import dataset_of, members
     from seemore.evaluation import evaluate, format_table
     from seemore.expert_load import expert_load, plot_expert_load
     from seemore.layers.moe import moe_layers
@@ -161,8 +162,11 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
         results = evaluate_clip(model, "test", max(n_scenes, 1000))
         print(format_clip_table(results))
     else:
-        data = dataset_of(model.config)
-        results = {split: evaluate(model, split, n_scenes) for split in data.eval_splits}
+        results = {}
+        for name, data in members(dataset_of(model.config)).items():  # a mixture's one by one
+            for split in data.eval_splits:
+                key = f"{name}:{split}" if name else split
+                results[key] = evaluate(model, split, n_scenes, data=data)
         print(format_table(results))
     if moe_layers(model):
         load = expert_load(model, "test")

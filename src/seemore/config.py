@@ -13,8 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seemore.data.datasets import DATASETS, dataset_class
+from seemore.data.datasets import DATASETS, question_types
 from seemore.data.images import RESIZE_POLICIES
+from seemore.data.mixture import parse_sources
 from seemore.data.user import ON_BAD
 from seemore.errors import UserError
 
@@ -196,7 +197,8 @@ class DataConfig:
 
     # "shapes", "digits" (scikit-learn's bundled handwritten digits), or the path of a
     # user's dataset: a .csv file, a .jsonl/.json file of LLaVA conversations or an image
-    # folder with metadata.jsonl/metadata.csv (data/records.py)
+    # folder with metadata.jsonl/metadata.csv (data/records.py); or several, weighted:
+    # "shapes:3,photos.csv:1" (data/mixture.py)
     dataset: str = "shapes"
     image_column: str = ""  # a CSV's image-path column (default: b64string_images or image)
     # a user's row that cannot be read: "error" stops before training, "skip" leaves it out
@@ -213,8 +215,9 @@ class DataConfig:
     resize: str = "squash"
 
     def __post_init__(self) -> None:
-        _check(bool(self.dataset), f"data.dataset must be one of {', '.join(DATASETS)} or "
-                                   "the path of a dataset")
+        _check(bool(self.dataset), f"data.dataset must be one of {', '.join(DATASETS)}, "
+                                   "the path of a dataset, or several as a:3,b:1")
+        parse_sources(self.dataset)  # raises on a bad weight
         _check(self.on_bad_sample in ON_BAD, f"data.on_bad_sample must be error or skip, got "
                                              f"{self.on_bad_sample!r}")
         unknown = set(self.tasks) - set(self.dataset_tasks)
@@ -228,7 +231,7 @@ class DataConfig:
 
     @property
     def dataset_tasks(self) -> tuple[str, ...]:
-        return ("caption", *dataset_class(self.dataset).question_types)
+        return ("caption", *question_types(self.dataset))
 
     @property
     def task_names(self) -> tuple[str, ...]:

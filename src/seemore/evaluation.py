@@ -49,12 +49,13 @@ def _answer(model, images: list, prompts: list[str], max_new_tokens: int,
 
 @torch.no_grad()
 def evaluate(model, split: str, n_images: int, with_captions: bool = True,
-             batch_size: int = 256) -> dict:
+             batch_size: int = 256, data=None) -> dict:
     """Greedy answers to every question of images 0..n_images-1 of a split of the run's
-    dataset (all of the split if it holds fewer), and (with_captions) a caption of each."""
+    dataset, or of data (all of the split if it holds fewer), and (with_captions) a caption
+    of each that has one."""
     was_training = model.training
     model.eval()
-    data = dataset_of(model.config)
+    data = data or dataset_of(model.config)
     n_images = min(n_images, data.size(split) or n_images)
     examples = [data.labelled(split, i) for i in range(n_images)]
     kinds, images, questions, truths = [], [], [], []
@@ -90,11 +91,12 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table: one row per split, one column per metric."""
     columns = list(dict.fromkeys(c for r in results.values() for c in r["vqa_accuracy"]))
-    header = f"{'split':<14}" + "".join(f"{c:>9}" for c in columns) + f"{'caption F1':>12}"
+    width = max(14, *(len(split) + 2 for split in results))
+    header = f"{'split':<{width}}" + "".join(f"{c:>9}" for c in columns) + f"{'caption F1':>12}"
     lines = [header, "-" * len(header)]
     for split, r in results.items():
         acc = r["vqa_accuracy"]
-        row = f"{split:<14}" + "".join(f"{acc.get(c, float('nan')):>9.3f}" for c in columns)
+        row = f"{split:<{width}}" + "".join(f"{acc.get(c, float('nan')):>9.3f}" for c in columns)
         row += f"{r.get('caption_object_f1', float('nan')):>12.3f}"
         lines.append(row)
     return "\n".join(lines)

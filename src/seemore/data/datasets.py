@@ -1,5 +1,5 @@
-"""The datasets by name: a built-in one, or the path of a user's (data/user.py). Each class
-offers the same few members:
+"""The datasets by name: a built-in one, the path of a user's (data/user.py), or a weighted
+mixture of them (data/mixture.py). Each offers the same few members:
 
 - ``labelled(split, index)``: the index-th image of a split with its caption and questions
   (data/labelled.py); deterministic in (split, index)
@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from seemore.data.digits import Digits
+from seemore.data.mixture import Mixture, parse_sources
 from seemore.data.shapes import ShapesWorld
 from seemore.data.user import UserDataset
 from seemore.errors import UserError
@@ -23,15 +24,25 @@ from seemore.errors import UserError
 DATASETS = {"shapes": ShapesWorld, "digits": Digits}
 
 
-def dataset_class(name: str) -> type:
-    return DATASETS.get(name, UserDataset)
+def question_types(spec: str) -> tuple[str, ...]:
+    """The question types of the dataset or mixture data.dataset names, without opening it."""
+    classes = [DATASETS.get(name, UserDataset) for name, _ in parse_sources(spec)]
+    return tuple(dict.fromkeys(t for c in classes for t in c.question_types))
 
 
 def open_dataset(name: str, image_size: int, image_column: str = "", policy: str = "squash",
                  on_bad: str = "error", num_workers: int = 0, context: int = 0,
-                 n_visual: int = 0) -> ShapesWorld | Digits | UserDataset:
-    """A built-in dataset by name, or a user's dataset by path (read once per version of
-    its files: opening one decodes all of its images)."""
+                 n_visual: int = 0) -> ShapesWorld | Digits | UserDataset | Mixture:
+    """A built-in dataset by name, a user's dataset by path (read once per version of its
+    files: opening one decodes all of its images), or a mixture of them ("a:3,b:1")."""
+    sources = parse_sources(name)
+    if len(sources) > 1 or sources[0][1] != 1.0:
+        members = {n: open_dataset(n, image_size, image_column, policy, on_bad, num_workers,
+                                   context, n_visual) for n, _ in sources}
+        if len(members) < len(sources):
+            raise UserError(f"data.dataset={name!r} names a source twice")
+        return Mixture(members, [w for _, w in sources])
+    name = sources[0][0]
     if name in DATASETS:
         return DATASETS[name](image_size)
     path = Path(name)
@@ -50,7 +61,12 @@ def _open_user(path: Path, versions: tuple, image_size: int, image_column: str, 
                        context=context, n_visual=n_visual)
 
 
-def dataset_of(config) -> ShapesWorld | Digits | UserDataset:
+def members(data) -> dict[str, object]:
+    """The datasets a dataset is made of: a mixture's members, or itself (named "")."""
+    return data.members if isinstance(data, Mixture) else {"": data}
+
+
+def dataset_of(config) -> ShapesWorld | Digits | UserDataset | Mixture:
     """The dataset a run's config names (a seemore.config.Config)."""
     d = config.data
     return open_dataset(d.dataset, config.model.vision.image_size, d.image_column, d.resize,

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, TaskDataset, collate
-from seemore.data.datasets import DATASETS, dataset_of
+from seemore.data.datasets import DATASETS, dataset_of, members
 from seemore.data.pairs import CaptionPairs, collate_pairs
 from seemore.data.text import TextWindows, collate_text, read_text, world_text
+from seemore.data.user import UserDataset
 from seemore.errors import UserError
 from seemore.evaluation import evaluate
 from seemore.layers.moe import router_report
@@ -151,7 +152,8 @@ def skipped_rows(config: Config) -> dict | None:
     """How many rows of a user's dataset were left out (data.on_bad_sample=skip) and why."""
     if config.train.objective == "lm" or config.data.dataset in DATASETS:
         return None
-    skipped = dataset_of(config).skipped
+    skipped = [bad for m in members(dataset_of(config)).values() if isinstance(m, UserDataset)
+               for bad in m.skipped]
     if not skipped:
         return None
     reasons = Counter(bad.reason.split(" (")[0] for bad in skipped)

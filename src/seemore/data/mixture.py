@@ -1,0 +1,68 @@
+"""Several datasets drawn together: each example comes from one of them, chosen at random
+(deterministically by split and index) with probability proportional to its weight.
+
+    seemore train --data shapes:3 --data photos.csv:1    # data.dataset=shapes:3,photos.csv:1
+
+A source without a weight weighs 1. The mixture offers the interface of the datasets it
+mixes (data/datasets.py); evaluation reports each of them on its own.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from seemore.data.labelled import Labelled
+from seemore.errors import UserError
+
+
+def parse_sources(spec: str) -> list[tuple[str, float]]:
+    """[(source, weight)] from "a:3,b" (weight 1 where none is given)."""
+    sources = []
+    for part in spec.split(","):
+        name, weight = part.strip(), 1.0
+        head, sep, tail = name.rpartition(":")
+        if sep and head:
+            try:
+                name, weight = head, float(tail)
+            except ValueError:
+                pass  # a colon inside the source's own name
+        if not name:
+            raise UserError(f"data.dataset={spec!r}: an empty source")
+        if not weight > 0:
+            raise UserError(f"data.dataset={spec!r}: the weight of {name} must be positive, "
+                            f"got {tail}")
+        sources.append((name, weight))
+    return sources
+
+
+class Mixture:
+    eval_splits = ("test",)
+
+    def __init__(self, members: dict[str, object], weights: list[float]):
+        self.members = members
+        self.p = np.array(weights) / sum(weights)
+        self.question_types = tuple(dict.fromkeys(
+            t for m in members.values() for t in m.question_types))
+
+    def rng(self, split: str, index: int, stream: int = 0) -> np.random.Generator:
+        return np.random.default_rng((zlib.crc32(split.encode()), index, stream))
+
+    def member(self, split: str, index: int):
+        """The dataset the index-th example of a split comes from."""
+        k = self.rng(split, index, stream=9).choice(len(self.p), p=self.p)
+        return list(self.members.values())[k]
+
+    def labelled(self, split: str, index: int) -> Labelled:
+        return self.member(split, index).labelled(split, index)
+
+    def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
+        return self.member(split, index).pair(split, index)
+
+    def size(self, split: str) -> int | None:
+        sizes = [m.size(split) for m in self.members.values()]
+        return None if None in sizes else sum(sizes)
+
+    def corpus(self) -> str:
+        return "".join(m.corpus() for m in self.members.values())
