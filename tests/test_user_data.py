@@ -132,3 +132,13 @@ def test_train_and_eval_on_a_mixture(folder, tmp_path, capsys):
     assert set(result) == {"shapes:test", "shapes:compositional", f"{folder}:test"}
     assert "color" in result["shapes:test"]["vqa_accuracy"]
     assert set(result[f"{folder}:test"]["vqa_accuracy"]) == {"overall", "answer"}
+
+    assert main(["eval", str(out), "--data", str(folder), "--on-bad-sample", "skip",
+                 "--scenes", "5"]) == 0
+    assert set(json.loads((out / "eval-data.json").read_text())) == {"test"}
+    for i in range(30):
+        Image.new("RGB", (16, 16)).save(tmp_path / f"b{i}.png")
+    (tmp_path / "odd.csv").write_text("image,caption\n" + "".join(
+        f"b{i}.png,a QUEER caption\n" for i in range(30)))
+    assert main(["eval", str(out), "--data", str(tmp_path / "odd.csv")]) == 2
+    assert "characters the tokenizer does not know: 'EQRU'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ Every error a user can cause is printed as one line, ``error: ...``, with exit c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", type=int, default=None,
                    help="scenes (images) per split (default: the run's "
                         "train.final_eval_scenes)")
+    p.add_argument("--data", action="append", metavar="SOURCE",
+                   help="evaluate on this dataset instead of the run's own (repeatable, as "
+                        "for train); the result goes to RUN/eval-data.json")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default="error",
+                   help="a bad row of --data: stop (error, the default) or leave it out")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
     p = sub.add_parser("caption", help="describe images")
@@ -148,10 +154,12 @@ def cmd_train(args) -> None:
     print(f"\nsaved to {final.folder}; try: {try_next}")
 
 
-def run_eval(model, out: Path, n_scenes: int) -> dict:
-    """Evaluate, print the table and write out/eval.json. n_scenes: images per split for a
-    VLM; held-out pairs (at least 1,000) for a CLIP model. A model with mixture-of-experts
-    layers also gets its expert load on the test split, in eval.json and out/moe_load.png."""
+def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> dict:
+    """Evaluate on the dataset model.config names, print the table and write
+    out/filename.
+    n_scenes: images per split for a VLM; held-out pairs (at least 1,000) for a CLIP model.
+    A model with mixture-of-experts layers also gets its expert load on the test split, in
+    the JSON and out/moe_load.png."""
     from seemore.data.datasets import dataset_of, members
     from seemore.evaluation import evaluate, format_table
     from seemore.expert_load import expert_load, plot_expert_load
@@ -176,7 +184,7 @@ def run_eval(model, out: Path, n_scenes: int) -> dict:
               f"{out / 'moe_load.png'}")
         for name, fractions in load.items():
             print(f"  {name:<24}" + " ".join(f"{f:.3f}" for f in fractions))
-    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / filename).write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -244,8 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             cmd_train(args)
         elif args.command == "eval":
             model = _load(args)
-            run_eval(model, Path(args.run),
-                     args.scenes or model.config.train.final_eval_scenes)
+            filename = "eval.json"
+            if args.data:
+                data = dataclasses.replace(model.config.data, dataset=",".join(args.data),
+                                           on_bad_sample=args.on_bad_sample)
+                model.config = dataclasses.replace(model.config, data=data)
+                filename = "eval-data.json"
+            run_eval(model, Path(args.run), args.scenes or model.config.train.final_eval_scenes,
+                     filename)
         elif args.command == "caption":
             model = _load_vlm(args)
             for image in args.images:

@@ -21,6 +21,7 @@ import torch
 from seemore.data.collate import CAPTION_PROMPT
 from seemore.data.datasets import dataset_of
 from seemore.data.images import to_tensor
+from seemore.errors import UserError
 from seemore.generation import generate_text
 
 ANSWER_TOKENS = 16  # the longest answer is "bottom right"
@@ -58,6 +59,12 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
     data = data or dataset_of(model.config)
     n_images = min(n_images, data.size(split) or n_images)
     examples = [data.labelled(split, i) for i in range(n_images)]
+    for i, e in enumerate(examples):
+        text = e.caption + "".join(q + a for _, q, a in e.questions)
+        if unknown := model.tokenizer.unknown_chars(text):
+            raise UserError(f"{e.location or f'{split} image {i}'}: characters the tokenizer "
+                            f"does not know: {''.join(sorted(set(unknown)))!r}; the model "
+                            "cannot read or write them")
     kinds, images, questions, truths = [], [], [], []
     for example in examples:
         # a conversation's first turn is a plain question; later ones need their history

@@ -15,3 +15,4 @@ class Labelled:
     questions: list[tuple[str, str, str]]  # (question type, question, answer)
     # a multi-turn conversation, (question, answer) pairs trained as one sequence
     conversation: tuple[tuple[str, str], ...] = ()
+    location: str = ""  # where a user's row is (file:line), for messages

@@ -134,15 +134,15 @@ class UserDataset:
             raise UserError(f"{self.path}: the {split} split is empty ({len(self.records)} "
                             "usable rows, about a tenth of them test and a tenth val)")
         row = int(indices[index % len(indices)])
-        turns = self.records[row].turns
+        turns, where = self.records[row].turns, self.records[row].location
         image = self.images[row] if self.images is not None else self.decode[row]
         if isinstance(image, str):  # it decoded once; the file changed since
             raise UserError(f"{self.records[row].location}: {image}")
         if len(turns) == 1 and turns[0][0] == CAPTION_PROMPT:
-            return Labelled(image, turns[0][1], [])
+            return Labelled(image, turns[0][1], [], location=where)
         if len(turns) == 1:
-            return Labelled(image, "", [("answer", *turns[0])])
-        return Labelled(image, "", [], conversation=turns)
+            return Labelled(image, "", [("answer", *turns[0])], location=where)
+        return Labelled(image, "", [], conversation=turns, location=where)
 
     def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
         example = self.labelled(split, index)
