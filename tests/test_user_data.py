@@ -142,3 +142,45 @@ def test_train_and_eval_on_a_mixture(folder, tmp_path, capsys):
         f"b{i}.png,a QUEER caption\n" for i in range(30)))
     assert main(["eval", str(out), "--data", str(tmp_path / "odd.csv")]) == 2
     assert "characters the tokenizer does not know: 'EQRU'" in capsys.readouterr().err
+
+
+def test_caption_and_ask_on_a_datasets_test_images(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(folder), "--on-bad-sample", "skip",
+                 "--out", str(out), "--no-progress", "train.steps=3",
+                 "train.final_eval_scenes=4"]) == 0
+    capsys.readouterr()
+    assert main(["caption", str(out), "--data", str(folder), "--on-bad-sample", "skip",
+                 "-n", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("metadata.jsonl:" in x and "(truth: a handwritten" in x
+                                   for x in lines)
+    assert main(["ask", str(out), "--data", str(folder), "--on-bad-sample", "skip",
+                 "-n", "1"]) == 0
+    assert "what digit is this? -> " in capsys.readouterr().out
+    assert main(["ask", str(out), str(folder / "img000.png"), "--data", str(folder)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_the_tokenizer_depends_on_the_data_not_its_order(folder, tmp_path):
+    from seemore.config import apply_overrides, get_preset
+    from seemore.train.loop import build_tokenizer
+
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    for image in folder.glob("*.png"):
+        (shuffled / image.name).write_bytes(image.read_bytes())
+    (shuffled / "metadata.jsonl").write_text("\n".join(reversed(lines)) + "\n")
+    tokenizers = [build_tokenizer(apply_overrides(get_preset("tiny"), [
+        f"data.dataset={path}", "data.on_bad_sample=skip"])) for path in (folder, shuffled)]
+    assert tokenizers[0] == tokenizers[1]
+
+
+def test_starting_from_a_run_with_another_tokenizer_is_refused(folder, tmp_path, capsys):
+    digits_run = tmp_path / "digits"
+    assert main(["train", "--preset", "tiny", "--data", "digits", "--out", str(digits_run),
+                 "--no-progress", "train.steps=2", "train.final_eval_scenes=2"]) == 0
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "shapes"),
+                 "--no-progress", "train.steps=2", f"train.init_from={digits_run}"]) == 2
+    assert "its decoder was trained with a different tokenizer" in capsys.readouterr().err

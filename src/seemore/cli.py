@@ -37,6 +37,13 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
 
+def _add_data_sample(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--data", action="append", metavar="SOURCE", help=what + " (repeatable)")
+    p.add_argument("-n", type=int, default=5, help="how many test images with --data")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default="error",
+                   help="a bad row of --data: stop (error, the default) or leave it out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seemore", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,13 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("caption", help="describe images")
     p.add_argument("run", help="run or model folder")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="*", help="image files")
+    _add_data_sample(p, "caption the first N captioned test images of a dataset instead")
     _add_sampling(p)
 
     p = sub.add_parser("ask", help="answer a question about an image")
     p.add_argument("run", help="run or model folder")
-    p.add_argument("image", help="image file")
-    p.add_argument("question", help='for example "what color is the circle?"')
+    p.add_argument("image", nargs="?", help="image file")
+    p.add_argument("question", nargs="?", help='for example "what color is the circle?"')
+    _add_data_sample(p, "answer the questions of the first N test images of a dataset instead")
     _add_sampling(p)
 
     p = sub.add_parser("data", help="inspect a dataset")
@@ -240,6 +249,29 @@ def _load_vlm(args):
     return model
 
 
+def _test_examples(model, args, wanted) -> list:
+    """(where, example) for the first args.n test examples of the --data sources (none
+    without) that have what wanted picks (a caption, questions)."""
+    from seemore.data.datasets import members, open_dataset
+
+    if not args.data:
+        return []
+    c = model.config
+    data = open_dataset(",".join(args.data), c.model.vision.image_size, c.data.image_column,
+                        c.data.resize, args.on_bad_sample, 0, c.model.decoder.max_seq_len,
+                        c.model.n_visual_tokens)
+    found = []
+    for name, source in members(data).items():
+        for i in range(source.size("test") or args.n):
+            if len(found) == args.n:
+                return found
+            example = source.labelled("test", i)
+            if wanted(example):
+                found.append((example.location or f"{name or args.data[0]} test image {i}",
+                              example))
+    return found
+
+
 def _sampling(args) -> dict:
     return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
             "seed": args.seed}
@@ -262,11 +294,25 @@ def main(argv: list[str] | None = None) -> int:
                      filename)
         elif args.command == "caption":
             model = _load_vlm(args)
+            if bool(args.images) == bool(args.data):
+                raise UserError("give image files or --data SOURCE, one of the two")
             for image in args.images:
                 print(f"{image}: {model.caption(image, **_sampling(args))}")
+            for where, e in _test_examples(model, args, lambda e: e.caption):
+                print(f"{where}: {model.caption(e.image, **_sampling(args))}  "
+                      f"(truth: {e.caption})")
         elif args.command == "ask":
             model = _load_vlm(args)
-            print(model.ask(args.image, args.question, **_sampling(args)))
+            if args.data and (args.image or args.question):
+                raise UserError("give an image and a question, or --data SOURCE, not both")
+            if not args.data:
+                if not (args.image and args.question):
+                    raise UserError("give an image file and a question (or --data SOURCE)")
+                print(model.ask(args.image, args.question, **_sampling(args)))
+            for where, e in _test_examples(model, args, lambda e: e.questions):
+                for _, question, truth in e.questions:
+                    answer = model.ask(e.image, question, **_sampling(args))
+                    print(f"{where}: {question} -> {answer}  (truth: {truth})")
         elif args.command == "data":
             return cmd_data_check(args)
         elif args.command == "generate":
