@@ -151,3 +151,14 @@ def test_data_check_command(original_csv, tmp_path, capsys):
     assert main(["data", "check", str(good)]) == 0
     assert main(["data", "check", str(tmp_path / "nope.csv")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_base64_images_are_read_again_from_their_row_not_held(tmp_path):
+    images = [png((12, 10)), png((8, 9), (0, 0, 255))]
+    path = tmp_path / "multi.csv"
+    path.write_text(f'b64string_images,caption\n{b64(images[0])},"two\nlines"\n'
+                    f"{b64(images[1])},blue\n")
+    first, second = read_records(path)
+    assert first.turns[0][1] == "two\nlines" and second.location == f"{path}:4"
+    assert not isinstance(first.image, bytes)  # a reference to the row
+    assert [first.image_source(), second.image_source()] == images

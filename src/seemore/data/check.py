@@ -45,10 +45,10 @@ def check(path: str | Path, image_column: str = "", tokenizer: CharTokenizer | N
         if isinstance(record, Bad):
             report.bad.append(record)
             continue
-        key = record.image if isinstance(record.image, Path) else hash(record.image)
+        key = record.image if isinstance(record.image, Path) else record.image_key()
         if key not in seen:
             try:
-                seen[key] = load_image(record.image, name=record.location).size
+                seen[key] = load_image(record.image_source(), name=record.location).size
             except UserError as e:
                 seen[key] = None
                 report.bad.append(Bad(record.location, str(e).removeprefix(

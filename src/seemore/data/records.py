@@ -12,9 +12,10 @@ Formats, chosen by what the path is:
   every human turn must be answered by a gpt turn
 
 Rows are read lazily, so a check or a streamed dataset never holds the whole file. A row
-becomes a Record: where it is (file and line), its image (a path or the encoded bytes,
-decoded later) and its turns, (prompt, answer) pairs; a caption is the turn
-("describe the image.", caption). A row that cannot become one is a Bad with the reason.
+becomes a Record: where it is (file and line), its image (a path, or for a base64 CSV a
+Cell that reads the row again when asked, so that no image is held in memory) and its
+turns, (prompt, answer) pairs; a caption is the turn ("describe the image.", caption). A
+row that cannot become one is a Bad with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import base64
 import binascii
 import csv
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +37,52 @@ IMAGE_TOKEN = "<image>"  # LLaVA marks the image's place in the first human turn
 
 
 @dataclass(frozen=True)
+class Cell:
+    """A base64 image in a CSV file, by the byte offset of its row."""
+
+    path: Path
+    offset: int
+    header: tuple[str, ...]
+    column: str
+    crc: int  # CRC-32 of the decoded bytes: the image's identity, without reading it
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            row = next(csv.DictReader(_Lines(f), fieldnames=self.header))
+        return base64.b64decode(row[self.column])
+
+
+class _Lines:
+    """A binary file's lines as text for csv, counting the bytes read so far."""
+
+    def __init__(self, f):
+        self.f, self.offset = f, f.tell()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.f.readline()
+        if not line:
+            raise StopIteration
+        self.offset += len(line)
+        return line.decode("utf-8")
+
+
+@dataclass(frozen=True)
 class Record:
     location: str  # "file.csv:17": file and line, for messages
-    image: Path | bytes  # a file, or the encoded image itself
+    image: Path | Cell  # a file, or a base64 cell of a CSV
     turns: tuple[tuple[str, str], ...]  # (prompt, answer) pairs, in order
+
+    def image_source(self) -> Path | bytes:
+        """What data.images.load_image reads."""
+        return self.image.read() if isinstance(self.image, Cell) else self.image
+
+    def image_key(self) -> str | int:
+        """The image's identity: its file's name, or its bytes' CRC-32."""
+        return self.image.crc if isinstance(self.image, Cell) else self.image.name
 
 
 @dataclass(frozen=True)
@@ -91,12 +135,18 @@ def _check_columns(found: list[str], where: str, image_column: str) -> None:
 
 
 def _read_csv(path: Path, image_column: str, root: Path) -> Iterator[Record | Bad]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
+    with open(path, "rb") as f:
+        lines = _Lines(f)
+        reader = csv.DictReader(lines)
+        columns = tuple(reader.fieldnames or ())
         column = image_column or (B64_COLUMN if B64_COLUMN in columns else "image")
         _check_columns(columns, f"{path}", column)
-        for row in reader:
+        while True:
+            start = lines.offset
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
             where = f"{path}:{reader.line_num}"
             turns = _turns(row, where)
             if isinstance(turns, Bad):
@@ -107,9 +157,11 @@ def _read_csv(path: Path, image_column: str, root: Path) -> Iterator[Record | Ba
                 yield Bad(where, f"empty {column!r}")
             elif column == B64_COLUMN:
                 try:
-                    yield Record(where, base64.b64decode(value, validate=True), turns)
+                    crc = zlib.crc32(base64.b64decode(value, validate=True))
                 except (binascii.Error, ValueError) as e:
                     yield Bad(where, f"invalid base64 in {column!r} ({e})")
+                else:
+                    yield Record(where, Cell(path, start, columns, column, crc), turns)
             else:
                 yield _with_image(root / value, where, turns)
 

@@ -5,8 +5,9 @@ Opening it reads every row and decodes every image once, at the model's image si
 DataLoader workers (data.num_workers), so that a bad row stops the run before its first
 step (``on_bad="error"``, with the row and the reason) or is left out and counted
 (``on_bad="skip"``). A dataset of up to CACHE_ROWS rows keeps the decoded images in memory
-(about 12 KB each at 64x64); a larger one keeps only the rows and decodes each image again
-when it is drawn, in the training loop's DataLoader workers.
+(about 12 KB each at 64x64); a larger one keeps only the rows (a file's path, or where a
+base64 CSV's row starts) and reads and decodes each image again when it is drawn, in the
+training loop's DataLoader workers: it is streamed from disk, never held whole.
 
 Splits are fixed by each row's content, not its place: a hash (CRC-32) of the image's file
 name or bytes and the row's text puts a tenth of the rows in test, a tenth in val and the
@@ -63,7 +64,7 @@ class _Decode(Dataset):
     def __getitem__(self, i: int) -> np.ndarray | str:
         record = self.records[i]
         try:
-            image = load_image(record.image, name=record.location)
+            image = load_image(record.image_source(), name=record.location)
         except UserError as e:
             return str(e).removeprefix(f"{record.location}: ")
         return np.asarray(resize(image, self.image_size, self.policy))
@@ -71,7 +72,7 @@ class _Decode(Dataset):
 
 def _fold(record: Record) -> int:
     """0-9, from the row's content: 0 test, 1 val, the rest train."""
-    image = record.image.name.encode() if isinstance(record.image, Path) else record.image
+    image = str(record.image_key()).encode()
     return zlib.crc32(repr(record.turns).encode(), zlib.crc32(image)) % 10
 
 
