@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-bad-sample", choices=["error", "skip"], default=None,
                    help="a bad row of the dataset: stop before training (error, the default) "
                         "or leave it out and count it (skip)")
+    p.add_argument("--image-column", default=None,
+                   help="a CSV's column of image paths (data.image_column; default: "
+                        "b64string_images or image)")
     p.add_argument("--text", default=None, metavar="FILE",
                    help="UTF-8 text for language-model training (data.text_file); default: "
                         "text written by the dataset")
@@ -127,6 +130,8 @@ def cmd_train(args) -> None:
         overrides.append(f"data.dataset={','.join(args.data)}")
     if args.on_bad_sample:
         overrides.append(f"data.on_bad_sample={args.on_bad_sample}")
+    if args.image_column:
+        overrides.append(f"data.image_column={args.image_column}")
     if args.text:  # every stage, so that all of them build the same tokenizer
         overrides.append(f"data.text_file={args.text}")
     preset = get_preset(args.preset)
