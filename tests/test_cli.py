@@ -85,3 +85,14 @@ def test_train_command_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "compositional" in result.stdout and "test image 2" in result.stdout
     assert (tmp_path / "r" / "eval.json").exists()
+
+
+def test_plot_draws_the_curves(trained_run, tmp_path, capsys):
+    out, _ = trained_run
+    target = tmp_path / "curves.png"
+    assert main(["plot", str(out), "-o", str(target)]) == 0
+    assert capsys.readouterr().out.strip() == str(target)
+    with Image.open(target) as image:
+        assert image.format == "PNG" and image.width > 300
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err

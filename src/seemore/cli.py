@@ -1,4 +1,4 @@
-"""The `seemore` command: train, eval, caption, ask, generate, data check.
+"""The `seemore` command: train, eval, caption, ask, generate, data check, plot.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "text written by the dataset")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                    help="auto (default): bf16 autocast where supported; fp32 turns it off")
+    p.add_argument("--compile", action="store_true",
+                   help="run the training forward and backward through torch.compile "
+                        "(train.compile=true)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
@@ -97,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?", help='for example "what color is the circle?"')
     _add_data_sample(p, "answer the questions of the first N test images of a dataset instead")
     _add_sampling(p)
+
+    p = sub.add_parser("plot", help="draw a run's loss and val curves into a PNG")
+    p.add_argument("run", help="run folder (with metrics.jsonl)")
+    p.add_argument("-o", "--out", default=None, help="the PNG (default: RUN/curves.png)")
 
     p = sub.add_parser("data", help="inspect a dataset")
     data = p.add_subparsers(dest="data_command", required=True)
@@ -126,6 +133,8 @@ def cmd_train(args) -> None:
     overrides = list(args.overrides)
     if args.precision:
         overrides.append(f"train.precision={args.precision}")
+    if args.compile:
+        overrides.append("train.compile=true")
     if args.data:
         overrides.append(f"data.dataset={','.join(args.data)}")
     if args.on_bad_sample:
@@ -320,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{where}: {question} -> {answer}  (truth: {truth})")
         elif args.command == "data":
             return cmd_data_check(args)
+        elif args.command == "plot":
+            from seemore.plot import plot_run
+
+            print(plot_run(args.run, args.out))
         elif args.command == "generate":
             model = _load(args)
             if model.config.train.objective == "clip":
