@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="end-to-end",
                    help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue a run (one stage's folder) from its newest checkpoint "
+                        "(train.checkpoint_every), with its config and any overrides given")
     p.add_argument("--data", action="append", metavar="SOURCE[:WEIGHT]",
                    help="shapes, digits, or a dataset's path: a .csv file, a .jsonl/.json "
                         "file of LLaVA conversations, or an image folder with "
@@ -143,19 +146,23 @@ def cmd_train(args) -> None:
         overrides.append(f"data.image_column={args.image_column}")
     if args.text:  # every stage, so that all of them build the same tokenizer
         overrides.append(f"data.text_file={args.text}")
-    preset = get_preset(args.preset)
-    out = Path(args.out or f"runs/{preset.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    stages = plan(args.recipe, preset, overrides, out)
+    if args.resume:
+        stages = [resumed_stage(Path(args.resume), overrides)]
+    else:
+        preset = get_preset(args.preset)
+        out = Path(args.out or f"runs/{preset.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        stages = plan(args.recipe, preset, overrides, out)
     for stage in stages:
-        if (stage.folder / "model.safetensors").exists():
+        if (stage.folder / "model.safetensors").exists() and not args.resume:
             raise UserError(f"{stage.folder} already holds a trained model; choose another --out")
     timings = []
     for stage in stages:
         t = stage.config.train
-        print(f"stage {stage.name!r}: preset {preset.preset!r}, objective {t.objective}, "
+        print(f"stage {stage.name!r}: preset {stage.config.preset!r}, objective {t.objective}, "
               f"{t.steps} steps of {t.batch_size} -> {stage.folder}")
         start = time.perf_counter()
-        model = train(stage.config, stage.folder, progress=not args.no_progress)
+        model = train(stage.config, stage.folder, progress=not args.no_progress,
+                      resume=bool(args.resume))
         timings.append({"stage": stage.name, "folder": str(stage.folder),
                         "seconds": round(time.perf_counter() - start, 1),
                         "samples": t.steps * t.batch_size})
@@ -175,6 +182,16 @@ def cmd_train(args) -> None:
     try_next = (f'seemore ask {final.folder} IMAGE "{question}"' if question
                 else f"seemore caption {final.folder} IMAGE")
     print(f"\nsaved to {final.folder}; try: {try_next}")
+
+
+def resumed_stage(run: Path, overrides: list[str]):
+    from seemore.config import Config, apply_overrides
+    from seemore.recipes import PlannedStage
+
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run}: not a run folder (no config.json); resume a stage's folder")
+    config = apply_overrides(Config.load(run / "config.json"), overrides)
+    return PlannedStage("resume", run, config)
 
 
 def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> dict:

@@ -267,6 +267,10 @@ class TrainConfig:
     eval_scenes: int = 100  # val scenes in the periodic evaluation
     final_eval_scenes: int = 500  # test and compositional scenes in the final evaluation
     log_every: int = 10
+    # write a checkpoint (train/checkpoint.py) every n steps and at the end, for --resume;
+    # 0: none
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2  # the newest ones kept
 
     def __post_init__(self) -> None:
         _check(self.objective in OBJECTIVES,
@@ -275,6 +279,8 @@ class TrainConfig:
         _check(not unknown, f"train.freeze: unknown components {', '.join(sorted(unknown))}; "
                             f"choose from {', '.join(COMPONENTS)}")
         _check(self.steps > 0, "train.steps must be positive")
+        _check(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
+               "train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(self.precision in ("auto", "bf16", "fp32"),
                f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")

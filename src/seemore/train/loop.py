@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from seemore.config import Config
@@ -37,6 +37,7 @@ from seemore.models.folder import load_components
 from seemore.models.vlm import VLM
 from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
+from seemore.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,8 +172,11 @@ def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=config.train.betas, fused=True)
 
 
-def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | CLIP:
-    """Train a model of the config's objective and save it (with metrics) into out_dir."""
+def train(config: Config, out_dir: str | Path, progress: bool = True,
+          resume: bool = False) -> VLM | CLIP:
+    """Train a model of the config's objective and save it (with metrics) into out_dir.
+    resume: continue from out_dir's newest checkpoint, to the same weights an unbroken run
+    would reach (train/checkpoint.py)."""
     t = config.train
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,18 +192,29 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
     loss_of = torch.compile(model.loss) if t.compile else model.loss  # shares the weights
 
     dataset, collate_fn = training_data(model, config)
-    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=False,
+    start, state = 0, load_checkpoint(out_dir) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"] + 1
+    # examples are drawn by index, so the data position is the step
+    remaining = Subset(dataset, range(start * t.batch_size, len(dataset)))
+    loader = DataLoader(remaining, batch_size=t.batch_size, shuffle=False,
                         num_workers=config.data.num_workers, collate_fn=collate_fn)
+    batches = iter(loader)  # before the generators are restored: making it draws from them
+    if state is not None:
+        set_rng_state(state["rng"])
 
     model.train()
     tick, seen = time.perf_counter(), 0
     with (open(out_dir / "metrics.jsonl", "a") as metrics,
-          tqdm(total=t.steps, disable=not progress, desc="train", dynamic_ncols=True) as bar):
+          tqdm(total=t.steps, initial=start, disable=not progress, desc="train",
+               dynamic_ncols=True) as bar):
         if skipped := skipped_rows(config):
             metrics.write(json.dumps({"skipped": skipped}) + "\n")
             bar.write(f"skipped {skipped['rows']} bad rows of {config.data.dataset}: " + ", ".join(
                 f"{n} x {reason}" for reason, n in skipped["reasons"].items()))
-        for step, batch in enumerate(loader):
+        for step, batch in enumerate(batches, start=start):
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -232,6 +247,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> VLM | C
                 bar.write(f"step {step}: {summary}")
                 model.train()
                 tick = time.perf_counter()
+            if t.checkpoint_every and ((step + 1) % t.checkpoint_every == 0 or last):
+                save_checkpoint(out_dir, step, model, optimizer, t.keep_checkpoints)
             bar.update(1)
     model.eval()
     model.save_pretrained(out_dir)
