@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "text written by the dataset")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                    help="auto (default): bf16 autocast where supported; fp32 turns it off")
+    p.add_argument("--track", choices=["mlflow"], default=None,
+                   help="log params, metrics and artifacts to MLflow too (train.track; "
+                        "MLFLOW_TRACKING_URI, else RUN/mlflow.db)")
     p.add_argument("--compile", action="store_true",
                    help="run the training forward and backward through torch.compile "
                         "(train.compile=true)")
@@ -138,6 +141,8 @@ def cmd_train(args) -> None:
         overrides.append(f"train.precision={args.precision}")
     if args.compile:
         overrides.append("train.compile=true")
+    if args.track:
+        overrides.append(f"train.track={args.track}")
     if args.data:
         overrides.append(f"data.dataset={','.join(args.data)}")
     if args.on_bad_sample:
@@ -225,6 +230,15 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
         for name, fractions in load.items():
             print(f"  {name:<24}" + " ".join(f"{f:.3f}" for f in fractions))
     (out / filename).write_text(json.dumps(results, indent=2) + "\n")
+    if (out / "mlflow.json").is_file():  # a run tracked with --track mlflow
+        from seemore.plot import plot_run
+        from seemore.tracking import MLflowRun
+
+        tracker = MLflowRun(out)
+        tracker.log_metrics({filename.removesuffix(".json"): results}, model.config.train.steps)
+        for path in (out / filename, out / "moe_load.png", plot_run(out)):
+            if path.is_file():
+                tracker.log_artifact(path)
     return results
 
 

@@ -271,6 +271,9 @@ class TrainConfig:
     # 0: none
     checkpoint_every: int = 0
     keep_checkpoints: int = 2  # the newest ones kept
+    # "mlflow": log params, metrics and artifacts to MLflow too (tracking.py); "": only
+    # metrics.jsonl
+    track: str = ""
 
     def __post_init__(self) -> None:
         _check(self.objective in OBJECTIVES,
@@ -279,6 +282,8 @@ class TrainConfig:
         _check(not unknown, f"train.freeze: unknown components {', '.join(sorted(unknown))}; "
                             f"choose from {', '.join(COMPONENTS)}")
         _check(self.steps > 0, "train.steps must be positive")
+        _check(self.track in ("", "mlflow"), f"train.track must be mlflow or empty, got "
+                                             f"{self.track!r}")
         _check(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
                "train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
         _check(self.batch_size > 0, "train.batch_size must be positive")

@@ -37,6 +37,7 @@ from seemore.models.folder import load_components
 from seemore.models.vlm import VLM
 from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
+from seemore.tracking import MLflowRun
 from seemore.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 
 
@@ -205,6 +206,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     if state is not None:
         set_rng_state(state["rng"])
 
+    tracker = MLflowRun(out_dir, config.to_dict()) if t.track == "mlflow" else None
     model.train()
     tick, seen = time.perf_counter(), 0
     with (open(out_dir / "metrics.jsonl", "a") as metrics,
@@ -236,6 +238,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                     record["moe"] = routers
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
+                if tracker:
+                    tracker.log_metrics({k: v for k, v in record.items() if k != "step"}, step)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
                                 samples_s=f"{record['samples_per_s']:.0f}")
                 tick, seen = time.perf_counter(), 0
@@ -244,6 +248,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                 result, summary = periodic_eval(model, config)
                 metrics.write(json.dumps({"step": step, "val": result}) + "\n")
                 metrics.flush()
+                if tracker:
+                    tracker.log_metrics({"val": result}, step)
                 bar.write(f"step {step}: {summary}")
                 model.train()
                 tick = time.perf_counter()
@@ -252,4 +258,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
             bar.update(1)
     model.eval()
     model.save_pretrained(out_dir)
+    if tracker:
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"):
+            tracker.log_artifact(out_dir / name)
+        tracker.finish()
     return model
