@@ -250,7 +250,9 @@ class TrainConfig:
     vision_from: str = ""  # a run or model folder whose ViT this run starts from
     freeze: tuple[str, ...] = ()  # components that do not train (no gradients, no state)
     steps: int = 2000
+    # the global batch: split evenly across torchrun's processes and grad_accum micro-steps
     batch_size: int = 64
+    grad_accum: int = 1  # micro-steps whose gradients add up to one optimizer step
     lr: float = 2e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
@@ -287,6 +289,7 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
                "train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
         _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
         _check(self.precision in ("auto", "bf16", "fp32"),
                f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from seemore.config import Config
@@ -39,6 +41,7 @@ from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
 from seemore.tracking import MLflowRun
 from seemore.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from seemore.train.distributed import LossOf, World, join, leave
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,24 +176,51 @@ def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=config.train.betas, fused=True)
 
 
+def micro_batches(start: int, steps: int, batch: int, world: World,
+                  accum: int) -> list[list[int]]:
+    """This process's micro-batches, in order, as example indices. Step s trains on the
+    global batch of examples s*batch .. (s+1)*batch - 1; of its world.size * accum equal
+    slices, micro-step m of rank r takes slice m * world.size + r."""
+    micro = batch // (world.size * accum)
+    return [list(range(first, first + micro))
+            for s in range(start, steps) for m in range(accum)
+            for first in [s * batch + (m * world.size + world.rank) * micro]]
+
+
 def train(config: Config, out_dir: str | Path, progress: bool = True,
           resume: bool = False) -> VLM | CLIP:
     """Train a model of the config's objective and save it (with metrics) into out_dir.
     resume: continue from out_dir's newest checkpoint, to the same weights an unbroken run
-    would reach (train/checkpoint.py)."""
+    would reach (train/checkpoint.py). Under torchrun, every process trains its shard of
+    each batch (train/distributed.py) and the first one writes everything."""
     t = config.train
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(t.seed)
     device = resolve_device(t.device)
+    world = join(device.type)
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
+    if t.batch_size % (world.size * t.grad_accum):
+        raise UserError(f"train.batch_size ({t.batch_size}) is the global batch: it must "
+                        f"divide into {world.size} processes x train.grad_accum "
+                        f"({t.grad_accum}) equal micro-batches")
+    if world.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t.seed)
     model = build_model(config)
     prepare(model, model.config)
     model.to(device)
     config = model.config
-    config.save(out_dir / "config.json")
+    if world.main:
+        config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
     autocast = autocast_context(t.precision, device)
-    loss_of = torch.compile(model.loss) if t.compile else model.loss  # shares the weights
+    replica = LossOf(model)
+    if world.size > 1:
+        # a text-only step leaves the ViT without gradients, and a router leaves experts
+        replica = DistributedDataParallel(
+            replica, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=t.objective == "lm" or config.model.moe.num_experts > 0)
+    loss_of = torch.compile(replica) if t.compile else replica  # shares the weights
 
     dataset, collate_fn = training_data(model, config)
     start, state = 0, load_checkpoint(out_dir) if resume else None
@@ -199,35 +229,45 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"] + 1
     # examples are drawn by index, so the data position is the step
-    remaining = Subset(dataset, range(start * t.batch_size, len(dataset)))
-    loader = DataLoader(remaining, batch_size=t.batch_size, shuffle=False,
-                        num_workers=config.data.num_workers, collate_fn=collate_fn)
+    loader = DataLoader(dataset, batch_sampler=micro_batches(
+        start, t.steps, t.batch_size, world, t.grad_accum),
+        num_workers=config.data.num_workers, collate_fn=collate_fn)
     batches = iter(loader)  # before the generators are restored: making it draws from them
     if state is not None:
         set_rng_state(state["rng"])
 
-    tracker = MLflowRun(out_dir, config.to_dict()) if t.track == "mlflow" else None
+    tracker = MLflowRun(out_dir, config.to_dict()) if t.track == "mlflow" and world.main \
+        else None
     model.train()
     tick, seen = time.perf_counter(), 0
-    with (open(out_dir / "metrics.jsonl", "a") as metrics,
-          tqdm(total=t.steps, initial=start, disable=not progress, desc="train",
-               dynamic_ncols=True) as bar):
-        if skipped := skipped_rows(config):
+    with (open(out_dir / "metrics.jsonl" if world.main else os.devnull, "a") as metrics,
+          tqdm(total=t.steps, initial=start, disable=not (progress and world.main),
+               desc="train", dynamic_ncols=True) as bar):
+        if world.main and (skipped := skipped_rows(config)):
             metrics.write(json.dumps({"skipped": skipped}) + "\n")
             bar.write(f"skipped {skipped['rows']} bad rows of {config.data.dataset}: " + ", ".join(
                 f"{n} x {reason}" for reason, n in skipped["reasons"].items()))
-        for step, batch in enumerate(batches, start=start):
+        for step in range(start, t.steps):
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            b = batch.to(device)
-            with autocast, attention_context(t.precision, device):
-                loss = loss_of(b)
-                loss.backward()
+            loss = torch.zeros((), device=device)
+            for micro in range(t.grad_accum):
+                b = next(batches).to(device)
+                # gradients are averaged across processes once, at the last micro-step
+                syncs = world.size == 1 or micro == t.grad_accum - 1
+                with (nullcontext() if syncs else replica.no_sync()), autocast, \
+                        attention_context(t.precision, device):
+                    micro_loss = loss_of(b) / t.grad_accum
+                    micro_loss.backward()
+                loss += micro_loss.detach()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            seen += len(b.ids)
+            seen += t.batch_size
+            bar.update(1)
+            if not world.main:
+                continue
 
             last = step == t.steps - 1
             if step % t.log_every == 0 or last:
@@ -255,11 +295,13 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                 tick = time.perf_counter()
             if t.checkpoint_every and ((step + 1) % t.checkpoint_every == 0 or last):
                 save_checkpoint(out_dir, step, model, optimizer, t.keep_checkpoints)
-            bar.update(1)
     model.eval()
-    model.save_pretrained(out_dir)
-    if tracker:
-        for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"):
-            tracker.log_artifact(out_dir / name)
-        tracker.finish()
+    if world.main:
+        model.save_pretrained(out_dir)
+        if tracker:
+            for name in ("config.json", "model.safetensors", "tokenizer.json",
+                         "metrics.jsonl"):
+                tracker.log_artifact(out_dir / name)
+            tracker.finish()
+    leave(world)  # a worker process ends here
     return model
