@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import emit, machine, matmul_peak, median_time, random_batch, train_step  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
-from seemore.train.loop import build_model, use_bf16  # noqa: E402
+from seemore.train.loop import autocast_dtype, build_model  # noqa: E402
 
 
 def step_flops(config, batch: int, text_len: int) -> float:
@@ -81,7 +81,7 @@ def main() -> None:
     step_s = seconds / args.steps
     flops = step_flops(config, B, T)
     peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    bf16 = use_bf16(args.precision, device)
+    bf16 = autocast_dtype(args.precision, device) == torch.bfloat16
     achieved = flops / step_s / 1e9
     figures = {
         "benchmark": "train", "preset": args.preset, "batch_size": B, "text_len": T,

@@ -50,8 +50,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
     config = apply_overrides(get_preset("tiny"), [])
     model = build_model(config)
     optimizer = make_optimizer(model, model.config)
-    save_checkpoint(tmp_path, 4, model, optimizer, keep=3)
-    newest = save_checkpoint(tmp_path, 9, model, optimizer, keep=3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    save_checkpoint(tmp_path, 4, model, optimizer, scaler, keep=3)
+    newest = save_checkpoint(tmp_path, 9, model, optimizer, scaler, keep=3)
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated on disk
     with pytest.warns(UserWarning, match="step-0000009.pt is unreadable"):
         assert load_checkpoint(tmp_path)["step"] == 4

@@ -1,4 +1,5 @@
 import json
+import math
 
 import torch
 
@@ -61,3 +62,15 @@ def test_compiled_training_takes_the_same_steps_as_eager(tmp_path):
     torch.testing.assert_close(runs["true"][0], runs["false"][0], rtol=1e-4, atol=1e-5)
     for name, value in runs["false"][1].items():
         torch.testing.assert_close(runs["true"][1][name], value, rtol=1e-3, atol=1e-5)
+
+
+def test_fp16_trains_with_a_gradient_scaler_that_checkpoints_keep(tmp_path):
+    from seemore.train.checkpoint import load_checkpoint
+
+    config = apply_overrides(get_preset("tiny"), [
+        "train.precision=fp16", "train.steps=40", "train.log_every=1", "data.tasks=color",
+        "train.checkpoint_every=40"])
+    train(config, tmp_path, progress=False)
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+    assert all(map(math.isfinite, losses)) and sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    assert load_checkpoint(tmp_path)["scaler"]["scale"] > 0

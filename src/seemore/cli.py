@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, metavar="FILE",
                    help="UTF-8 text for language-model training (data.text_file); default: "
                         "text written by the dataset")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
-                   help="auto (default): bf16 autocast where supported; fp32 turns it off")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=None,
+                   help="auto (default): bf16 autocast where supported; fp16: autocast with "
+                        "a gradient scaler (GPUs without bf16); fp32 turns autocast off")
     p.add_argument("--track", choices=["mlflow"], default=None,
                    help="log params, metrics and artifacts to MLflow too (train.track; "
                         "MLFLOW_TRACKING_URI, else RUN/mlflow.db)")

@@ -259,7 +259,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto: bf16 autocast where the hardware supports it, else fp32
+    # auto: bf16 autocast where the hardware runs it fast, else fp32; bf16; fp16 (autocast
+    # with a gradient scaler, for GPUs without bf16); fp32
+    precision: str = "auto"
     device: str = "auto"  # auto: cuda, then mps, then cpu
     seed: int = 0
     # run the training forward and backward through torch.compile: the first step compiles
@@ -290,8 +292,8 @@ class TrainConfig:
                "train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
-        _check(self.precision in ("auto", "bf16", "fp32"),
-               f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        _check(self.precision in ("auto", "bf16", "fp16", "fp32"),
+               f"train.precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

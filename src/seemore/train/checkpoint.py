@@ -1,6 +1,7 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-A checkpoint holds the model's and the optimizer's state, the step it was taken after, and
+A checkpoint holds the model's, the optimizer's and the fp16 gradient scaler's state, the
+step it was taken after, and
 every random number generator (Python's, numpy's, torch's on the CPU and on each CUDA
 device); the data position follows from the step, since training examples are drawn by
 index. It is written atomically (a temporary file, fsync, rename), so a run killed while
@@ -48,14 +49,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir: Path, step: int, model, optimizer, keep: int) -> Path:
+def save_checkpoint(out_dir: Path, step: int, model, optimizer, scaler, keep: int) -> Path:
     """Write RUN/checkpoints/step-NNNNNNN.pt atomically and delete all but the last keep."""
     folder = out_dir / FOLDER
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
     temporary = path.with_suffix(".tmp")
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": rng_state()}
+             "scaler": scaler.state_dict(), "rng": rng_state()}
     with open(temporary, "wb") as f:
         torch.save(state, f)
         f.flush()

@@ -54,25 +54,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 when asked for, or when "auto" and the hardware runs bf16 fast."""
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """What autocast runs matmuls in: bf16 or fp16 when asked for, bf16 when "auto" and the
+    hardware runs it fast; None means plain fp32."""
     if precision != "auto":
-        return precision == "bf16"
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        fast = torch.cuda.is_bf16_supported()
+    else:
+        fast = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if fast else None
 
 
 def autocast_context(precision: str, device: torch.device):
-    if not use_bf16(precision, device):
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    dtype = autocast_dtype(precision, device)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def attention_context(precision: str, device: torch.device):
     """PyTorch's CPU flash-attention kernel is 2-7x slower than the math path in bf16 at our
-    sizes (forward + backward, measured on 2 cores), so bf16 on CPU uses the math path."""
-    if device.type == "cpu" and use_bf16(precision, device):
+    sizes (forward + backward, measured on 2 cores), so half precision on CPU uses the math
+    path."""
+    if device.type == "cpu" and autocast_dtype(precision, device) is not None:
         return sdpa_kernel(SDPBackend.MATH)
     return nullcontext()
 
@@ -214,6 +217,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
     autocast = autocast_context(t.precision, device)
+    # fp16 has too few exponent bits for small gradients: scale the loss up, then back
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=autocast_dtype(t.precision, device) == torch.float16)
     replica = LossOf(model)
     if world.size > 1:
         # a text-only step leaves the ViT without gradients, and a router leaves experts
@@ -227,6 +233,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
         start = state["step"] + 1
     # examples are drawn by index, so the data position is the step
     loader = DataLoader(dataset, batch_sampler=micro_batches(
@@ -259,10 +266,12 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                 with (nullcontext() if syncs else replica.no_sync()), autocast, \
                         attention_context(t.precision, device):
                     micro_loss = loss_of(b) / t.grad_accum
-                    micro_loss.backward()
+                    scaler.scale(micro_loss).backward()
                 loss += micro_loss.detach()
+            scaler.unscale_(optimizer)  # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             seen += t.batch_size
             bar.update(1)
@@ -294,7 +303,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                 model.train()
                 tick = time.perf_counter()
             if t.checkpoint_every and ((step + 1) % t.checkpoint_every == 0 or last):
-                save_checkpoint(out_dir, step, model, optimizer, t.keep_checkpoints)
+                save_checkpoint(out_dir, step, model, optimizer, scaler, t.keep_checkpoints)
     model.eval()
     if world.main:
         model.save_pretrained(out_dir)
