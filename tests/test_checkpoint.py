@@ -13,7 +13,12 @@ from safetensors.torch import load_file
 from seemore.cli import main
 from seemore.config import Config, apply_overrides, get_preset
 from seemore.errors import UserError
-from seemore.train.checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from seemore.train.checkpoint import (
+    checkpoints,
+    gather_rng_states,
+    load_checkpoint,
+    save_checkpoint,
+)
 from seemore.train.loop import build_model, make_optimizer, train
 
 # fp32, and router noise: the resumed run must restore the random generators too
@@ -51,8 +56,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
     model = build_model(config)
     optimizer = make_optimizer(model, model.config)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    save_checkpoint(tmp_path, 4, model, optimizer, scaler, keep=3)
-    newest = save_checkpoint(tmp_path, 9, model, optimizer, scaler, keep=3)
+    rng = gather_rng_states(1)
+    save_checkpoint(tmp_path, 4, model, optimizer, scaler, rng, keep=3)
+    newest = save_checkpoint(tmp_path, 9, model, optimizer, scaler, rng, keep=3)
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated on disk
     with pytest.warns(UserWarning, match="step-0000009.pt is unreadable"):
         assert load_checkpoint(tmp_path)["step"] == 4

@@ -1,11 +1,11 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint holds the model's, the optimizer's and the fp16 gradient scaler's state, the
-step it was taken after, and
-every random number generator (Python's, numpy's, torch's on the CPU and on each CUDA
-device); the data position follows from the step, since training examples are drawn by
-index. It is written atomically (a temporary file, fsync, rename), so a run killed while
-writing leaves the previous checkpoint whole, and the last ``keep`` are kept.
+step it was taken after, and every random number generator (Python's, numpy's, torch's on
+the CPU and on each CUDA device) of every process; the data position follows from the
+step, since training examples are drawn by index. It is written atomically (a temporary
+file, fsync, rename), so a run killed while writing leaves the previous checkpoint whole,
+and the last ``keep`` are kept.
 
 Loading uses ``torch.load(weights_only=True)``: tensors, numbers, strings and containers
 only, so a file holding any other pickled object is refused rather than executed. A
@@ -49,14 +49,25 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir: Path, step: int, model, optimizer, scaler, keep: int) -> Path:
-    """Write RUN/checkpoints/step-NNNNNNN.pt atomically and delete all but the last keep."""
+def gather_rng_states(world_size: int) -> list[dict]:
+    """Every process's generators, in rank order (a collective: all processes call it)."""
+    if world_size == 1:
+        return [rng_state()]
+    states = [None] * world_size
+    torch.distributed.all_gather_object(states, rng_state())
+    return states
+
+
+def save_checkpoint(out_dir: Path, step: int, model, optimizer, scaler, rng: list[dict],
+                    keep: int) -> Path:
+    """Write RUN/checkpoints/step-NNNNNNN.pt atomically and delete all but the last keep.
+    rng: every process's generators (gather_rng_states)."""
     folder = out_dir / FOLDER
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:07d}.pt"
     temporary = path.with_suffix(".tmp")
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scaler": scaler.state_dict(), "rng": rng_state()}
+             "scaler": scaler.state_dict(), "rng": rng}
     with open(temporary, "wb") as f:
         torch.save(state, f)
         f.flush()

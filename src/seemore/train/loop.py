@@ -40,7 +40,12 @@ from seemore.models.vlm import VLM
 from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
 from seemore.tracking import MLflowRun
-from seemore.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from seemore.train.checkpoint import (
+    gather_rng_states,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from seemore.train.distributed import LossOf, World, join, leave
 
 
@@ -240,8 +245,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         start, t.steps, t.batch_size, world, t.grad_accum),
         num_workers=config.data.num_workers, collate_fn=collate_fn)
     batches = iter(loader)  # before the generators are restored: making it draws from them
-    if state is not None:
-        set_rng_state(state["rng"])
+    if state is not None:  # this process's generators (the first's, if there were fewer)
+        rngs = state["rng"]
+        set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
 
     tracker = MLflowRun(out_dir, config.to_dict()) if t.track == "mlflow" and world.main \
         else None
@@ -275,10 +281,13 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
             optimizer.zero_grad(set_to_none=True)
             seen += t.batch_size
             bar.update(1)
+            last = step == t.steps - 1
+            checkpoints_now = t.checkpoint_every and ((step + 1) % t.checkpoint_every == 0
+                                                      or last)
+            rngs = gather_rng_states(world.size) if checkpoints_now else None
             if not world.main:
                 continue
 
-            last = step == t.steps - 1
             if step % t.log_every == 0 or last:
                 elapsed = time.perf_counter() - tick
                 record = {"step": step, "loss": loss.item(), "lr": lr,
@@ -302,8 +311,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                 bar.write(f"step {step}: {summary}")
                 model.train()
                 tick = time.perf_counter()
-            if t.checkpoint_every and ((step + 1) % t.checkpoint_every == 0 or last):
-                save_checkpoint(out_dir, step, model, optimizer, scaler, t.keep_checkpoints)
+            if checkpoints_now:
+                save_checkpoint(out_dir, step, model, optimizer, scaler, rngs,
+                                t.keep_checkpoints)
     model.eval()
     if world.main:
         model.save_pretrained(out_dir)
