@@ -15,6 +15,7 @@ from seemore.train.loop import train
 # per-process losses is the mean over the whole batch
 OVERRIDES = ["train.objective=lm", "train.steps=4", "train.batch_size=8",
              "train.precision=fp32", "train.log_every=1", "model.decoder.max_seq_len=64"]
+CLI = [o for o in OVERRIDES if not o.startswith("train.batch_size")] + ["--batch-size", "8"]
 
 
 def free_port() -> int:
@@ -41,7 +42,7 @@ def test_two_processes_train_like_one(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          "--master_addr=127.0.0.1", f"--master_port={free_port()}",
          "-m", "seemore", "train", "--preset", "tiny", "--out", str(two), "--no-progress",
-         *OVERRIDES], capture_output=True, text=True, timeout=300)
+         *CLI], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same(weights(one), weights(two))
     logged = [line for line in (two / "metrics.jsonl").read_text().splitlines()]

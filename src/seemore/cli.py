@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", choices=["mlflow"], default=None,
                    help="log params, metrics and artifacts to MLflow too (train.track; "
                         "MLFLOW_TRACKING_URI, else RUN/mlflow.db)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the global batch (train.batch_size), split evenly over torchrun's "
+                        "processes and train.grad_accum micro-steps")
     p.add_argument("--compile", action="store_true",
                    help="run the training forward and backward through torch.compile "
                         "(train.compile=true)")
@@ -142,6 +145,8 @@ def cmd_train(args) -> None:
         overrides.append(f"train.precision={args.precision}")
     if args.compile:
         overrides.append("train.compile=true")
+    if args.batch_size:
+        overrides.append(f"train.batch_size={args.batch_size}")
     if args.track:
         overrides.append(f"train.track={args.track}")
     if args.data:
