@@ -9,6 +9,7 @@ mixes (data/datasets.py); evaluation reports each of them on its own.
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import numpy as np
@@ -16,23 +17,22 @@ import numpy as np
 from seemore.data.labelled import Labelled
 from seemore.errors import UserError
 
+# "SOURCE:WEIGHT"; a colon followed by anything but a number belongs to the source's name
+_WEIGHTED = re.compile(r"(.+):([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)", re.IGNORECASE)
+
 
 def parse_sources(spec: str) -> list[tuple[str, float]]:
     """[(source, weight)] from "a:3,b" (weight 1 where none is given)."""
     sources = []
     for part in spec.split(","):
         name, weight = part.strip(), 1.0
-        head, sep, tail = name.rpartition(":")
-        if sep and head:
-            try:
-                name, weight = head, float(tail)
-            except ValueError:
-                pass  # a colon inside the source's own name
+        if match := _WEIGHTED.fullmatch(name):
+            name, weight = match[1], float(match[2])
         if not name:
             raise UserError(f"data.dataset={spec!r}: an empty source")
         if not weight > 0:
             raise UserError(f"data.dataset={spec!r}: the weight of {name} must be positive, "
-                            f"got {tail}")
+                            f"got {weight:g}")
         sources.append((name, weight))
     return sources
 
