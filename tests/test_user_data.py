@@ -9,7 +9,7 @@ from PIL import Image
 
 from seemore.cli import main
 from seemore.data import digits
-from seemore.data.collate import IGNORE_INDEX, TaskDataset
+from seemore.data.collate import IGNORE_INDEX, SEPARATOR, TaskDataset
 from seemore.data.datasets import open_dataset
 from seemore.tokenizer import CharTokenizer
 
@@ -85,7 +85,7 @@ def test_conversations_train_on_the_answers_only(tmp_path):
     path.write_text(json.dumps({"image": "a.png", "conversations": turns}) + "\n")
     data = open_dataset(str(path), 32)
     split = next(s for s in ("train", "val", "test") if data.size(s))  # the row's split
-    tokenizer = CharTokenizer.from_text(data.corpus())
+    tokenizer = CharTokenizer.from_text(data.corpus() + SEPARATOR)
     _, seq = TaskDataset(data, split, tokenizer, 4, ("caption", "answer"), 1, 1)[0]
     targets = [t for t in seq.labels if t != IGNORE_INDEX]
     eos = tokenizer.eos_id

@@ -300,17 +300,21 @@ def _load_vlm(args):
     return model
 
 
+def _with_data(config, args):
+    """The run's config reading the --data sources instead of its own dataset."""
+    data = dataclasses.replace(config.data, dataset=",".join(args.data),
+                               on_bad_sample=args.on_bad_sample)
+    return dataclasses.replace(config, data=data)
+
+
 def _test_examples(model, args, wanted) -> list:
     """(where, example) for the first args.n test examples of the --data sources (none
     without) that have what wanted picks (a caption, questions)."""
-    from seemore.data.datasets import members, open_dataset
+    from seemore.data.datasets import dataset_of, members
 
     if not args.data:
         return []
-    c = model.config
-    data = open_dataset(",".join(args.data), c.model.vision.image_size, c.data.image_column,
-                        c.data.resize, args.on_bad_sample, 0, c.model.decoder.max_seq_len,
-                        c.model.n_visual_tokens)
+    data = dataset_of(_with_data(model.config, args))
     found = []
     for name, source in members(data).items():
         for i in range(source.size("test") or args.n):
@@ -337,9 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             model = _load(args)
             filename = "eval.json"
             if args.data:
-                data = dataclasses.replace(model.config.data, dataset=",".join(args.data),
-                                           on_bad_sample=args.on_bad_sample)
-                model.config = dataclasses.replace(model.config, data=data)
+                model.config = _with_data(model.config, args)
                 filename = "eval-data.json"
             run_eval(model, Path(args.run), args.scenes or model.config.train.final_eval_scenes,
                      filename)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, conversation_length
+from seemore.data.collate import CAPTION_PROMPT, conversation_length
 from seemore.data.images import load_image, resize
 from seemore.data.labelled import Labelled
 from seemore.data.records import Bad, Record, read_records
@@ -155,6 +155,5 @@ class UserDataset:
         return text.split()
 
     def corpus(self) -> str:
-        """Every character of the rows' text, plus what prompts add."""
-        text = (q + a for r in self.records for q, a in r.turns)
-        return "".join(text) + CAPTION_PROMPT + SEPARATOR
+        """Every character of the rows' text."""
+        return "".join(q + a for r in self.records for q, a in r.turns)
