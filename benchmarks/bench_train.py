@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, machine, matmul_peak, median_time, random_batch, train_step  # noqa: E402
+import common  # noqa: E402
+from common import emit, machine, matmul_peak, median_time, random_batch  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.train.loop import autocast_dtype, build_model  # noqa: E402
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the forward and backward (train.compile=true)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=10, help="steps per timing")
     parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
     args = parser.parse_args()
@@ -62,15 +64,16 @@ def main() -> None:
     torch.manual_seed(0)
     config = apply_overrides(get_preset(args.preset), [f"train.precision={args.precision}",
                                                        f"train.compile={args.compile}"])
-    model = build_model(config).train()
+    device = torch.device(args.device)
+    model = build_model(config).train().to(device)
     config = model.config
     B, T = args.batch_size, args.text_len
-    batch = random_batch(model, B, T)
-    device = torch.device("cpu")
-    run_step = train_step(model, args.precision, args.compile)
+    batch = random_batch(model, B, T, device)
+    run_step = common.train_step(model, args.precision, args.compile, device)
 
     def step():
         run_step(*batch)
+        common.synchronize(device)
 
     start = time.perf_counter()
     step()
@@ -80,7 +83,8 @@ def main() -> None:
     seconds, _ = median_time(lambda: [step() for _ in range(args.steps)], args.repeats)
     step_s = seconds / args.steps
     flops = step_flops(config, B, T)
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peak = {"fp32": matmul_peak(torch.float32, device),
+            "bf16": matmul_peak(torch.bfloat16, device)}
     bf16 = autocast_dtype(args.precision, device) == torch.bfloat16
     achieved = flops / step_s / 1e9
     figures = {
@@ -91,11 +95,11 @@ def main() -> None:
         "achieved_gflop_s": round(achieved, 1), "peak_gflop_s_fp32": round(peak["fp32"], 1),
         "peak_gflop_s_bf16": round(peak["bf16"], 1),
         "fraction_of_peak": round(achieved / peak["bf16" if bf16 else "fp32"], 3),
-        **machine(),
+        "device": device.type, **machine(device),
     }
-    print(f"preset {args.preset}, batch {B}, text length {T}, {figures['precision']}, "
-          f"compile {args.compile}, median of {args.repeats} x {args.steps} steps "
-          f"(first step {figures['first_step_s']} s)")
+    print(f"{device.type}, preset {args.preset}, batch {B}, text length {T}, "
+          f"{figures['precision']}, compile {args.compile}, "
+          f"median of {args.repeats} x {args.steps} steps (first step {figures['first_step_s']} s)")
     print(f"  {figures['samples_per_s']} samples/s ({figures['step_ms']} ms/step)")
     print(f"  {figures['gflop_per_step']} GFLOP/step assumed -> {figures['achieved_gflop_s']} "
           f"GFLOP/s achieved")

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+CPU = torch.device("cpu")
+
 
 def median_time(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
@@ -17,17 +19,34 @@ def median_time(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, iters: int = 10) -> float:
-    """GFLOP/s of one large square matmul on this machine, median of 3 timings."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer sees it done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device = CPU,
+                iters: int = 10) -> float:
+    """GFLOP/s of one large square matmul on this device, median of 3 timings."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     a @ b
-    seconds, _ = median_time(lambda: [a @ b for _ in range(iters)], 3)
+
+    def run():
+        for _ in range(iters):
+            a @ b
+        synchronize(device)
+
+    seconds, _ = median_time(run, 3)
     return 2 * n**3 * iters / seconds / 1e9
 
 
-def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+def machine(device: torch.device = CPU) -> dict:
+    figures = {"cpu": platform.processor() or platform.machine(),
+               "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        figures["gpu"] = torch.cuda.get_device_name(device)
+    return figures
 
 
 def emit(figures: dict) -> None:
@@ -35,24 +54,25 @@ def emit(figures: dict) -> None:
     print(json.dumps(figures))
 
 
-def random_batch(model, batch: int, text_len: int):
+def random_batch(model, batch: int, text_len: int, device: torch.device = CPU):
     """(ids, images, labels) of a VLM training batch of random data: <bos>, text_len random
-    characters, then the <image> slots."""
+    characters, then the <image> slots, on device."""
     tok, M = model.tokenizer, model.config.model.n_visual_tokens
     ids = torch.randint(5, len(tok), (batch, 1 + text_len + M))
     ids[:, 0] = tok.bos_id
     ids[:, 1 + text_len:] = tok.image_id
     size = model.config.model.vision.image_size
-    return ids, torch.randn(batch, 3, size, size), ids.roll(-1, dims=1)
+    images = torch.randn(batch, 3, size, size)
+    return ids.to(device), images.to(device), ids.roll(-1, dims=1).to(device)
 
 
-def train_step(model, precision: str, compile: bool = False):
+def train_step(model, precision: str, compile: bool = False,
+               device: torch.device = CPU):
     """A function running one optimizer step (forward, backward, clipping, AdamW) of model
-    on a batch, under the precision the training loop would use."""
+    on a batch, under the precision the training loop would use on device."""
     from seemore.train.loop import attention_context, autocast_context, make_optimizer
 
     optimizer = make_optimizer(model, model.config)
-    device = torch.device("cpu")
     autocast = autocast_context(precision, device)
     forward = torch.compile(model) if compile else model
 
