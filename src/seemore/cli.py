@@ -1,4 +1,4 @@
-"""The `seemore` command: train, eval, caption, ask, generate, data check, plot.
+"""The `seemore` command: train, eval, caption, ask, draw, generate, data check, plot.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -111,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_sample(p, "answer the questions of the first N test images of a dataset instead")
     _add_sampling(p)
 
+    p = sub.add_parser("draw", help="draw images of a description (a run that draws: "
+                                    "--recipe unified)")
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("prompt", help='for example "a large red circle at the top left"')
+    p.add_argument("-o", "--out", default="drawing.png",
+                   help="the PNG (default: drawing.png); a grid when -n is above 1")
+    p.add_argument("-n", type=int, default=1, help="how many images (default: 1)")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="classifier-free guidance scale; 1 turns it off (default: 3)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default: 1")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest codes")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+
     p = sub.add_parser("plot", help="draw a run's loss and val curves into a PNG")
     p.add_argument("run", help="run folder (with metrics.jsonl)")
     p.add_argument("-o", "--out", default=None, help="the PNG (default: RUN/curves.png)")
@@ -186,12 +200,15 @@ def cmd_train(args) -> None:
         print(f"\nsaved to {final.folder}; try: seemore generate {final.folder} \"what \"")
         return
     run_eval(model, final.folder, final.config.train.final_eval_scenes)
-    if final.config.train.objective == "clip":
+    if final.config.train.objective in ("clip", "vq"):
         print(f"\nsaved to {final.folder}; try: seemore eval {final.folder}")
         return
     question = show_samples(model)
     try_next = (f'seemore ask {final.folder} IMAGE "{question}"' if question
                 else f"seemore caption {final.folder} IMAGE")
+    if model.vq is not None:
+        prompt = show_drawings(model, final.folder / "drawings.png")
+        try_next = f'seemore draw {final.folder} "{prompt}" -n 4'
     print(f"\nsaved to {final.folder}; try: {try_next}")
 
 
@@ -215,11 +232,15 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
     from seemore.evaluation import evaluate, format_table
     from seemore.expert_load import expert_load, plot_expert_load
     from seemore.layers.moe import moe_layers
+    from seemore.reconstruction import evaluate_vq, format_vq_table
     from seemore.retrieval import evaluate_clip, format_clip_table
 
     if model.config.train.objective == "clip":
         results = evaluate_clip(model, "test", max(n_scenes, 1000))
         print(format_clip_table(results))
+    elif model.config.train.objective == "vq":
+        results = evaluate_vq(model, "test", n_scenes)
+        print(format_vq_table(results))
     else:
         results = {}
         for name, data in members(dataset_of(model.config)).items():  # a mixture's one by one
@@ -267,6 +288,35 @@ def show_samples(model, n: int = 3) -> str | None:
             print(f"  {mark} {question:<42} model: {answer:<14} truth: {truth}")
             asked.append(question)
     return asked[0] if asked else None
+
+
+def show_drawings(model, path: Path, n: int = 8) -> str:
+    """Draw the captions of n held-out test images into a grid at path; returns the first."""
+    from seemore.data.datasets import dataset_of
+    from seemore.grid import image_grid
+
+    data = dataset_of(model.config)
+    captions = [data.pair("test", i)[1] for i in range(n)]
+    image_grid(model.draw_batch(captions, seed=0), captions).save(path)
+    print(f"\ndrawings of {n} test captions: {path}")
+    return captions[0]
+
+
+def cmd_draw(args) -> None:
+    from seemore.grid import image_grid
+
+    if args.n < 1:
+        raise UserError(f"-n must be at least 1, got {args.n}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"-o {out}: the drawing is written as a PNG; give a .png path")
+    if not out.parent.is_dir():
+        raise UserError(f"-o {out}: no such folder {out.parent}")
+    model = _load_vlm(args)
+    images = model.draw(args.prompt, args.n, args.guidance, temperature=args.temperature,
+                        top_k=args.top_k, seed=args.seed)
+    (images[0] if args.n == 1 else image_grid(images, [args.prompt] * args.n)).save(out)
+    print(out)
 
 
 def cmd_data_check(args) -> int:
@@ -366,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 for _, question, truth in e.questions:
                     answer = model.ask(e.image, question, **_sampling(args))
                     print(f"{where}: {question} -> {answer}  (truth: {truth})")
+        elif args.command == "draw":
+            cmd_draw(args)
         elif args.command == "data":
             return cmd_data_check(args)
         elif args.command == "plot":
@@ -374,9 +426,9 @@ def main(argv: list[str] | None = None) -> int:
             print(plot_run(args.run, args.out))
         elif args.command == "generate":
             model = _load(args)
-            if model.config.train.objective == "clip":
-                raise UserError(f"{args.run} holds a clip model, which has no decoder to "
-                                "generate with")
+            if model.config.train.objective in ("clip", "vq"):
+                raise UserError(f"{args.run} holds a {model.config.train.objective} model, "
+                                "which has no decoder to generate text with")
             print(model.complete(args.prompt, args.max_new_tokens, **_sampling(args)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,7 +21,7 @@ from seemore.errors import UserError
 
 FORMAT_VERSION = 1
 NORMS = ("layernorm", "rmsnorm")
-OBJECTIVES = ("vlm", "clip", "lm")
+OBJECTIVES = ("vlm", "clip", "lm", "vq")
 COMPONENTS = ("vision", "projector", "decoder", "text")
 
 
@@ -171,18 +171,51 @@ class MoEConfig:
 
 
 @dataclass(frozen=True)
+class VQConfig:
+    """The VQ-VAE image tokenizer for text-to-image (models/vq.py). Images are
+    vision.image_size square; each stride-2 stage halves the side, so three stages turn a
+    64x64 image into 8x8 codes."""
+
+    channels: tuple[int, ...] = (32, 64, 128)  # the encoder's width at each stage
+    codebook_size: int = 512
+    code_dim: int = 32
+    commitment: float = 0.25  # weight of the loss that keeps the encoder near its codes
+    ema_decay: float = 0.99  # of the codebook's moving averages
+    # an entry assigned fewer encoder outputs than this (moving average per batch) is dead
+    # and restarts at a random output of the batch
+    restart_below: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(len(self.channels) >= 1 and min(self.channels) > 0,
+               "vq.channels must be one or more positive widths")
+        _check(self.codebook_size >= 2 and self.code_dim >= 1,
+               "vq.codebook_size must be >= 2 and vq.code_dim >= 1")
+        _check(0 < self.ema_decay < 1, "vq.ema_decay must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
+    vq: VQConfig = field(default_factory=VQConfig)
 
     def __post_init__(self) -> None:
         s = self.projector.pixel_shuffle
         _check(self.vision.grid_size % s == 0,
                f"projector.pixel_shuffle ({s}) must divide the patch grid "
                f"({self.vision.grid_size})")
+        factor = 2 ** len(self.vq.channels)
+        _check(self.vision.image_size % factor == 0,
+               f"vision.image_size ({self.vision.image_size}) must be a multiple of "
+               f"{factor} for {len(self.vq.channels)} VQ stages (vq.channels)")
+
+    @property
+    def n_image_codes(self) -> int:
+        """How many codes the VQ-VAE writes for one image."""
+        return (self.vision.image_size // 2 ** len(self.vq.channels)) ** 2
 
     @property
     def n_visual_tokens(self) -> int:
@@ -205,7 +238,8 @@ class DataConfig:
     on_bad_sample: str = "error"
     # UTF-8 text for train.objective=lm; empty: text written by the dataset
     text_file: str = ""
-    # the tasks to train on: "caption" and the dataset's question types; empty: all of them
+    # the tasks to train on: "caption", the dataset's question types and "draw" (text to
+    # image, for a model with train.vq_from); empty: all of them
     tasks: tuple[str, ...] = ()
     # how many of them each image carries, packed into one sequence (see data/collate.py)
     tasks_per_image: int = 1
@@ -213,6 +247,11 @@ class DataConfig:
     # how an image that is not square becomes the model's square input: "squash" stretches
     # it, "letterbox" pads its short side (data/images.py)
     resize: str = "squash"
+    # with the draw task: the share of batches that are text-to-image, and the share of
+    # those examples whose caption is left out, so that the model also learns to draw
+    # unconditionally (what classifier-free guidance steers away from)
+    draw_share: float = 0.5
+    uncond_share: float = 0.1
 
     def __post_init__(self) -> None:
         _check(bool(self.dataset), f"data.dataset must be one of {', '.join(DATASETS)}, "
@@ -220,34 +259,38 @@ class DataConfig:
         parse_sources(self.dataset)  # raises on a bad weight
         _check(self.on_bad_sample in ON_BAD, f"data.on_bad_sample must be error or skip, got "
                                              f"{self.on_bad_sample!r}")
-        unknown = set(self.tasks) - set(self.dataset_tasks)
+        unknown = set(self.tasks) - {*self.dataset_tasks, "draw"}
         _check(not unknown, f"data.tasks: {', '.join(sorted(unknown))} is not a task of "
                             f"data.dataset={self.dataset}; choose from "
-                            f"{', '.join(self.dataset_tasks)}")
+                            f"{', '.join(self.dataset_tasks)}, draw")
+        _check(0 <= self.draw_share <= 1 and 0 <= self.uncond_share < 1,
+               "data.draw_share must be in [0, 1] and data.uncond_share in [0, 1)")
         _check(self.resize in RESIZE_POLICIES,
                f"data.resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
-        _check(1 <= self.tasks_per_image <= len(self.task_names),
-               f"data.tasks_per_image must be between 1 and {len(self.task_names)}")
+        n_tasks = len(self.tasks or self.dataset_tasks)
+        _check(1 <= self.tasks_per_image <= n_tasks,
+               f"data.tasks_per_image must be between 1 and {n_tasks}")
 
     @property
     def dataset_tasks(self) -> tuple[str, ...]:
         return ("caption", *question_types(self.dataset))
 
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return self.tasks or self.dataset_tasks
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # what the run trains: "vlm", the captioning and question-answering model; "clip", the
     # ViT with a text encoder by contrastive learning (models/clip.py); "lm", the VLM's
-    # decoder alone on plain text (data.text_file)
+    # decoder alone on plain text (data.text_file); "vq", the VQ-VAE image tokenizer
+    # (models/vq.py)
     objective: str = "vlm"
     # model folders this run starts from: every component they hold (vision, projector,
     # decoder, text) is copied in, a later folder's over an earlier one's
     init_from: tuple[str, ...] = ()
     vision_from: str = ""  # a run or model folder whose ViT this run starts from
+    # a VQ run's folder: the VLM takes in its (frozen) VQ-VAE, its vocabulary gains the
+    # image codes, <boi> and <eoi>, and it learns to draw (the "draw" task)
+    vq_from: str = ""
     freeze: tuple[str, ...] = ()  # components that do not train (no gradients, no state)
     steps: int = 2000
     # the global batch: split evenly across torchrun's processes and grad_accum micro-steps
@@ -306,6 +349,20 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = "default"
+
+    def __post_init__(self) -> None:
+        _check("draw" not in self.data.tasks or bool(self.train.vq_from),
+               "data.tasks: draw needs an image tokenizer, train.vq_from=<a vq run>")
+        _check("draw" not in self.task_names or self.data.tasks_per_image == 1,
+               "data.tasks_per_image must be 1 when the model draws")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The tasks the run trains on: data.tasks, or all of the dataset's tasks and draw
+        when the model draws."""
+        if self.data.tasks:
+            return self.data.tasks
+        return self.data.dataset_tasks + (("draw",) if self.train.vq_from else ())
 
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}

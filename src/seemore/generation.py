@@ -75,12 +75,22 @@ def compiled_step(decoder):
 def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
              max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, seed: int | None = None,
-             stop_at_eos: bool = True, compile: bool = False) -> Iterator[torch.Tensor]:
+             stop_at_eos: bool = True, compile: bool = False, vocab: range | None = None,
+             uncond: list[list[int]] | None = None, guidance: float = 1.0
+             ) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) per step, until every row has produced <eos>
     or max_new_tokens is reached. Rows that are done yield <pad>. stop_at_eos=False always
-    runs max_new_tokens steps (for benchmarks). compile=True runs each cached step through
-    torch.compile: the first call compiles (tens of seconds), later calls decode several
-    times faster."""
+    runs max_new_tokens steps (for benchmarks and images). compile=True runs each cached
+    step through torch.compile: the first call compiles (tens of seconds), later calls
+    decode several times faster. vocab: sample only these token ids.
+
+    Classifier-free guidance: uncond holds one more prompt per row, without the condition
+    (for drawing, without the caption). Both run side by side in one batch, each step
+    samples from uncond + guidance * (cond - uncond) logits, and the token goes to both."""
+    if uncond is not None and images is not None:
+        raise ValueError("classifier-free guidance is for prompts without images")
+    n_rows = len(prompts)
+    prompts = prompts + (uncond or [])
     tok, context = model.tokenizer, model.config.model.decoder.max_seq_len
     longest = max(len(p) for p in prompts)
     if longest > context:
@@ -112,9 +122,18 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     try:
         logits = decoder(x, positions, mask)[:, -1]
         for i in range(max_new_tokens):
+            if uncond is not None:
+                cond_logits, uncond_logits = logits.float().chunk(2)
+                logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+            if vocab is not None:
+                allowed = torch.full_like(logits, float("-inf"))
+                allowed[:, vocab.start:vocab.stop] = 0
+                logits = logits + allowed
             nxt = sample(logits, temperature, top_k, top_p, generator)
+            if uncond is not None:
+                nxt = nxt.repeat(2)
             nxt = nxt.masked_fill(done, tok.pad_id)
-            yield nxt
+            yield nxt[:n_rows]
             if stop_at_eos:
                 done |= nxt == tok.eos_id
             if done.all() or i == max_new_tokens - 1:

@@ -9,6 +9,11 @@ writes its own model folder, RUN/<n>-<stage>/.
                  3 align:    the projector alone, on captions (ViT from 2, decoder from 1,
                              both frozen)
                  4 instruct: projector and decoder on questions and captions (ViT frozen)
+    vq           the VQ-VAE image tokenizer alone (models/vq.py)
+    unified      1 vq:       the VQ-VAE image tokenizer
+                 2 unified:  one VLM that captions, answers and draws: it learns the image
+                             codes of stage 1 after captions (text to image) in the same
+                             loop as captions and questions (image to text)
 
 The user's overrides apply to every stage; prefixed with a stage's name they apply to that
 stage only: ``clip.train.steps=200``, ``align.train.vision_from=runs/my-clip``.
@@ -29,9 +34,13 @@ class Stage:
     overrides: tuple[str, ...] = ()
     init_from: tuple[str, ...] = ()  # earlier stages whose components this one starts from
     vision_from: str = ""  # an earlier stage whose ViT this one starts from
+    vq_from: str = ""  # an earlier stage whose VQ-VAE this one draws with
 
 
 CLIP = ("train.objective=clip", "train.batch_size=128", "train.lr=1e-3")
+VQ = ("train.objective=vq", "train.batch_size=32", "train.steps=2000", "train.eval_every=500")
+# a caption and 64 codes need a longer context; drawing batches are long, so fewer steps
+UNIFIED = ("model.decoder.max_seq_len=256", "train.steps=2000")
 RECIPES: dict[str, tuple[Stage, ...]] = {
     "end-to-end": (Stage("vlm"),),
     "clip": (Stage("clip", (*CLIP, "train.steps=1000")),),
@@ -45,6 +54,8 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
               init_from=("text",), vision_from="clip"),
         Stage("instruct", ("train.freeze=vision", "train.steps=500"), init_from=("align",)),
     ),
+    "vq": (Stage("vq", VQ),),
+    "unified": (Stage("vq", VQ), Stage("unified", UNIFIED, vq_from="vq")),
 }
 
 
@@ -71,6 +82,8 @@ def plan(recipe: str, preset: Config, overrides: list[str], out: Path) -> list[P
             chain.append("train.init_from=" + ",".join(str(folders[n]) for n in stage.init_from))
         if stage.vision_from:
             chain.append(f"train.vision_from={folders[stage.vision_from]}")
+        if stage.vq_from:
+            chain.append(f"train.vq_from={folders[stage.vq_from]}")
         for item in overrides:
             prefix, _, rest = item.partition(".")
             if prefix not in names:

@@ -18,6 +18,11 @@ Each task attends to <bos> and to its own earlier tokens only, and its RoPE posi
 restart after <bos>, so every task is computed exactly as if it were alone (tested). It
 saves image encodings, but the explicit mask makes a step slower at our sizes.
 
+A drawing (text-to-image) example is  <bos> caption <boi> code x N <eoi>: the model writes
+the image's N codes after the caption. The data holds placeholders where the codes go; the
+model fills them (and their labels) from its VQ-VAE, on the device (models/vlm.py). With
+probability data.uncond_share the caption is left out, for classifier-free guidance.
+
 Labels are aligned with the inputs and already shifted: labels[t] is the token at t+1 when
 that token belongs to an answer (its <eos> included), IGNORE_INDEX otherwise, so the image,
 the questions and the padding never contribute to the loss.
@@ -81,6 +86,17 @@ def training_sequence(tokenizer: CharTokenizer, n_visual: int,
     return seq
 
 
+def drawing_sequence(tokenizer: CharTokenizer, caption: str, n_codes: int,
+                     uncond: bool) -> Sequence:
+    """<bos> caption <boi> placeholder x n_codes <eoi>, the caption left out when uncond.
+    The labels hold only the last code's target, <eoi>; the model writes the codes."""
+    text = [] if uncond else tokenizer.encode(caption, what="caption")
+    ids = [tokenizer.bos_id, *text, tokenizer.boi_id, *[tokenizer.code_ids[0]] * n_codes,
+           tokenizer.eoi_id]
+    labels = [IGNORE_INDEX] * (len(ids) - 2) + [tokenizer.eoi_id, IGNORE_INDEX]
+    return Sequence(ids, labels, list(range(len(ids))), [0] + [1] * (len(ids) - 1))
+
+
 def conversation_sequence(tokenizer: CharTokenizer, n_visual: int,
                           turns: tuple[tuple[str, str], ...]) -> Sequence:
     """One image and a multi-turn conversation about it, as one causal sequence:
@@ -123,16 +139,20 @@ class TaskDataset(Dataset):
     multi-turn conversation is trained on that instead.
 
     With one task per image, each run of ``group`` consecutive images (set it to the batch
-    size) is all captions or all questions, captions in their fair share of the groups: a
-    batch of short questions padded to the length of one caption costs three times as much.
+    size) is all drawings, all captions or all questions: drawings in draw_share of the
+    groups, captions in their fair share of the rest. A batch of short questions padded to
+    the length of one caption costs three times as much, and a batch without drawings
+    leaves out the VQ-VAE, one without visual tokens the ViT.
     """
 
     def __init__(self, data: ShapesWorld | Digits, split: str, tokenizer: CharTokenizer,
                  n_visual: int, tasks: tuple[str, ...], per_image: int, length: int,
-                 group: int = 1, offset: int = 0):
+                 group: int = 1, offset: int = 0, n_codes: int = 0, draw_share: float = 0.5,
+                 uncond_share: float = 0.1):
         self.data, self.split, self.tokenizer = data, split, tokenizer
         self.n_visual, self.tasks, self.per_image = n_visual, tasks, per_image
         self.length, self.group, self.offset = length, group, offset
+        self.n_codes, self.draw_share, self.uncond_share = n_codes, draw_share, uncond_share
 
     def __len__(self) -> int:
         return self.length
@@ -145,16 +165,23 @@ class TaskDataset(Dataset):
                 self.tokenizer, self.n_visual, example.conversation)
         available = {kind: (q, a) for kind, q, a in example.questions}
         if example.caption:
-            available["caption"] = (CAPTION_PROMPT, example.caption)
+            available["caption"] = available["draw"] = (CAPTION_PROMPT, example.caption)
         kinds = [k for k in self.tasks if k in available]
         if not kinds:
             raise UserError(f"a {self.split} example has none of the tasks "
                             f"{', '.join(self.tasks)} (data.tasks)")
-        if self.per_image == 1 and "caption" in kinds and len(kinds) > 1:
-            group_rng = self.data.rng(self.split, index // self.group, stream=3)
-            captions = group_rng.random() < 1 / len(self.tasks)
-            kinds = ["caption"] if captions else [k for k in kinds if k != "caption"]
+        group_rng = self.data.rng(self.split, index // self.group, stream=3)
         rng = self.data.rng(self.split, index, stream=2)
+        if self.per_image == 1 and "draw" in kinds and len(kinds) > 1:
+            draws = group_rng.random() < self.draw_share
+            kinds = ["draw"] if draws else [k for k in kinds if k != "draw"]
+        if kinds == ["draw"]:
+            return to_tensor(example.image), drawing_sequence(
+                self.tokenizer, example.caption, self.n_codes, rng.random() < self.uncond_share)
+        if self.per_image == 1 and "caption" in kinds and len(kinds) > 1:
+            n_text_tasks = len([t for t in self.tasks if t != "draw"])
+            captions = group_rng.random() < 1 / n_text_tasks
+            kinds = ["caption"] if captions else [k for k in kinds if k != "caption"]
         chosen = rng.choice(len(kinds), size=min(self.per_image, len(kinds)), replace=False)
         tasks = [available[kinds[c]] for c in chosen]
         return to_tensor(example.image), training_sequence(self.tokenizer, self.n_visual, tasks)

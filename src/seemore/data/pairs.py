@@ -50,3 +50,8 @@ def caption_ids(tokenizer: CharTokenizer, texts: list[str]) -> tuple[torch.Tenso
 def collate_pairs(items: list[tuple[torch.Tensor, str]], tokenizer: CharTokenizer) -> PairBatch:
     ids, eos = caption_ids(tokenizer, [text for _, text in items])
     return PairBatch(torch.stack([image for image, _ in items]), ids, eos)
+
+
+def collate_images(items: list[tuple[torch.Tensor, str]]) -> torch.Tensor:
+    """The images of (image, caption) pairs, stacked (B, 3, H, W): the VQ-VAE's batch."""
+    return torch.stack([image for image, _ in items])

@@ -1,5 +1,6 @@
 """A model folder: config.json, model.safetensors and tokenizer.json, no pickles. It holds a
-VLM or a CLIP model; config.json's train.objective says which."""
+VLM, a CLIP model or a VQ-VAE (which reads no text, so has no tokenizer.json);
+config.json's train.objective says which."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def save_folder(model, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / "config.json")
-    model.tokenizer.save(folder / "tokenizer.json")
+    if hasattr(model, "tokenizer"):
+        model.tokenizer.save(folder / "tokenizer.json")
     save_model(model, str(folder / "model.safetensors"))
 
 
@@ -28,17 +30,24 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu"):
     """The model saved in folder, on device, in eval mode."""
     from seemore.models.clip import CLIP
     from seemore.models.vlm import VLM
+    from seemore.models.vq import VQVAE
 
     folder = Path(folder)
-    for name in FILES:
+    for name in FILES[:2]:
         if not (folder / name).is_file():
             raise UserError(f"{folder} is not a seemore model folder: {name} is missing")
     try:
         config = Config.load(folder / "config.json")
-        tokenizer = CharTokenizer.load(folder / "tokenizer.json")
+        if config.train.objective == "vq":
+            model = VQVAE(config)
+        else:
+            if not (folder / FILES[2]).is_file():
+                raise UserError(f"{folder} is not a seemore model folder: {FILES[2]} is "
+                                "missing")
+            tokenizer = CharTokenizer.load(folder / "tokenizer.json")
+            model = (CLIP if config.train.objective == "clip" else VLM)(config, tokenizer)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{folder}: unreadable config.json or tokenizer.json ({e})") from None
-    model = (CLIP if config.train.objective == "clip" else VLM)(config, tokenizer)
     try:
         load_model(model, str(folder / "model.safetensors"), device=str(device))
     except Exception as e:  # safetensors raises several types for corrupt or foreign files

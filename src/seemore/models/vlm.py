@@ -1,24 +1,30 @@
 """The vision-language model: ViT -> projector -> visual tokens spliced into the decoder's
-input at the <image> placeholder. Also the prompt format, and saving/loading a model folder."""
+input at the <image> placeholder. Also the prompt format, and saving/loading a model folder.
+
+A model that draws also holds a frozen VQ-VAE (models/vq.py): the decoder writes an image's
+codes after a caption and <boi>, and the VQ-VAE's pixel decoder turns them into pixels."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
 from seemore.data.images import load_image_tensor
 from seemore.errors import UserError
-from seemore.generation import generate_text
+from seemore.generation import generate, generate_text
 from seemore.layers.moe import router_loss
 from seemore.models.decoder import Decoder
 from seemore.models.folder import save_folder
 from seemore.models.projector import Projector
 from seemore.models.vit import ViT
+from seemore.models.vq import VQVAE
 from seemore.tokenizer import CharTokenizer
 
 
@@ -33,6 +39,18 @@ class VLM(nn.Module):
         self.vision = ViT(config.model.vision, config.model.moe)
         self.projector = Projector(config.model)
         self.decoder = Decoder(config.model.decoder, config.model.moe)
+        self.vq = None
+        if tokenizer.codes:
+            if tokenizer.codes != config.model.vq.codebook_size:
+                raise UserError(f"the tokenizer has {tokenizer.codes} image codes but "
+                                f"model.vq.codebook_size is {config.model.vq.codebook_size}")
+            self.vq = VQVAE(config).requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VLM:
+        super().train(mode)
+        if self.vq is not None:
+            self.vq.eval()  # a frozen image tokenizer: its codebook must not move
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -50,11 +68,11 @@ class VLM(nn.Module):
         k-th slot of a row gets visual token k mod M of the row's image, so a packed row
         with several tasks repeats its image in each."""
         x = self.decoder.embed(ids)  # (B, T, D)
-        if images is None:
+        slots = ids == self.tokenizer.image_id  # (B, T)
+        if images is None or not slots.any():
             return x
         cls_only = self.config.model.projector.tokens == "cls"
         visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
-        slots = ids == self.tokenizer.image_id  # (B, T)
         M = visual.shape[1]
         if bool((slots.sum(-1) % M).any()):
             raise ValueError(f"every row needs a multiple of {M} <image> slots, got "
@@ -78,6 +96,8 @@ class VLM(nn.Module):
         if int(positions.max()) >= context:
             raise UserError(f"a training sequence reaches position {int(positions.max())} but "
                             f"the model's context (model.decoder.max_seq_len) is {context}")
+        if self.vq is not None and images is not None:
+            ids, labels = self.write_codes(ids, labels, images)
         x = self.embed(ids, images)
         logits = self.decoder(x, positions, mask)
         if labels is None:
@@ -85,6 +105,27 @@ class VLM(nn.Module):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def write_codes(self, ids: torch.Tensor, labels: torch.Tensor | None,
+                    images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fill the placeholders between <boi> and <eoi> of each drawing row with the codes
+        of the row's image, and make them the targets of the positions before them."""
+        tok = self.tokenizer
+        opened, closed = (ids == tok.boi_id).cumsum(-1), (ids == tok.eoi_id).cumsum(-1)
+        slots = (opened > closed) & (ids != tok.boi_id)  # (B, T)
+        rows = slots.any(-1)
+        if not rows.any():
+            return ids, labels
+        N = self.config.model.n_image_codes
+        if bool((slots.sum(-1)[rows] != N).any()):
+            raise ValueError(f"every drawing row needs {N} code slots, got "
+                             f"{slots.sum(-1)[rows].tolist()}")
+        with torch.autocast(ids.device.type, enabled=False):
+            codes = self.vq.encode(images[rows].float())  # (R, N), in the rows' order
+        ids = ids.masked_scatter(slots, codes + tok.code_ids[0])
+        if labels is not None:
+            labels = torch.where(slots.roll(-1, dims=1), ids.roll(-1, dims=1), labels)
+        return ids, labels
 
     def loss(self, batch) -> torch.Tensor:
         """The training loss of a data.collate.Batch: cross-entropy, plus the routers'
@@ -120,6 +161,38 @@ class VLM(nn.Module):
         pixels = pixels.to(self.device)
         prompts = [self.prompt_ids(q) for q in questions]
         return generate_text(self, prompts, pixels, max_new_tokens, **sampling)
+
+    def draw(self, prompt: str, n: int = 1, guidance: float = 3.0, **sampling
+             ) -> list[Image.Image]:
+        """n images of what the prompt describes; see draw_batch."""
+        return self.draw_batch([prompt] * n, guidance, **sampling)
+
+    def draw_batch(self, prompts: list[str], guidance: float = 3.0, temperature: float = 1.0,
+                   top_k: int | None = None, seed: int | None = None,
+                   compile: bool = False) -> list[Image.Image]:
+        """One image per prompt: the decoder writes the codes after "<bos> prompt <boi>",
+        one cached step per code, and the VQ-VAE turns them into pixels. guidance is the
+        classifier-free guidance scale: each step samples from the logits
+        uncond + guidance * (cond - uncond), where uncond reads no prompt (1 turns it off)."""
+        if self.vq is None:
+            raise UserError("this model does not draw: train one with an image tokenizer, "
+                            "`seemore train --recipe unified`")
+        if guidance < 0:
+            raise UserError(f"guidance must be >= 0, got {guidance}")
+        tok, N = self.tokenizer, self.config.model.n_image_codes
+        cond = [[tok.bos_id, *tok.encode(p.strip(), what="prompt"), tok.boi_id] for p in prompts]
+        context = self.config.model.decoder.max_seq_len
+        if max(map(len, cond)) + N > context:
+            longest = max(prompts, key=len)
+            raise UserError(f"the prompt {longest!r} is too long to draw: with its {N} image "
+                            f"codes it needs {max(map(len, cond)) + N} tokens and the model's "
+                            f"context is {context}")
+        uncond = [[tok.bos_id, tok.boi_id]] * len(prompts) if guidance != 1 else None
+        steps = generate(self, cond, None, N, temperature, top_k, seed=seed, stop_at_eos=False,
+                         compile=compile, vocab=tok.code_ids, uncond=uncond, guidance=guidance)
+        codes = torch.stack(list(steps), dim=1) - tok.code_ids[0]  # (B, N)
+        pixels = self.vq.decode(codes).mul(255).round().byte().permute(0, 2, 3, 1)
+        return [Image.fromarray(np.ascontiguousarray(p.cpu().numpy())) for p in pixels]
 
     # --- model folder ---------------------------------------------------------------------
 

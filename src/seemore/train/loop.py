@@ -28,15 +28,17 @@ from tqdm import tqdm
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, TaskDataset, collate
 from seemore.data.datasets import DATASETS, dataset_of, members
-from seemore.data.pairs import CaptionPairs, collate_pairs
+from seemore.data.pairs import CaptionPairs, collate_images, collate_pairs
 from seemore.data.text import TextWindows, collate_text, read_text, world_text
 from seemore.data.user import UserDataset
 from seemore.errors import UserError
 from seemore.evaluation import evaluate
 from seemore.layers.moe import router_report
 from seemore.models.clip import CLIP
-from seemore.models.folder import load_components
+from seemore.models.folder import load_components, load_folder
 from seemore.models.vlm import VLM
+from seemore.models.vq import VQVAE
+from seemore.reconstruction import evaluate_vq
 from seemore.retrieval import evaluate_clip
 from seemore.tokenizer import CharTokenizer
 from seemore.tracking import MLflowRun
@@ -95,15 +97,41 @@ def learning_rate(step: int, config: Config) -> float:
 
 
 def build_tokenizer(config: Config) -> CharTokenizer:
-    """The character vocabulary of everything the training data can say."""
+    """The character vocabulary of everything the training data can say, and the image
+    codes when the model draws."""
     text = dataset_of(config).corpus()
     if config.data.text_file:
         text += read_text(config.data.text_file)
-    return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR)
+    codes = config.model.vq.codebook_size if config.train.vq_from else 0
+    return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR, codes)
 
 
-def build_model(config: Config) -> VLM | CLIP:
+def with_image_tokenizer(config: Config) -> Config:
+    """The config with model.vq taken from the VQ run that train.vq_from names."""
+    folder = Path(config.train.vq_from)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"train.vq_from: {folder} is not a run folder (no config.json)")
+    theirs = Config.load(folder / "config.json")
+    if theirs.train.objective != "vq":
+        raise UserError(f"train.vq_from: {folder} holds a {theirs.train.objective} model, "
+                        "not a VQ-VAE (train one with --recipe vq)")
+    size, their_size = config.model.vision.image_size, theirs.model.vision.image_size
+    if size != their_size:
+        raise UserError(f"train.vq_from: {folder} tokenizes {their_size}x{their_size} images "
+                        f"but this model's are {size}x{size}")
+    model = dataclasses.replace(config.model, vq=theirs.model.vq)
+    if 2 + model.n_image_codes >= model.decoder.max_seq_len:
+        raise UserError(f"model.decoder.max_seq_len ({model.decoder.max_seq_len}) cannot hold "
+                        f"a caption and {model.n_image_codes} image codes")
+    return dataclasses.replace(config, model=model)
+
+
+def build_model(config: Config) -> VLM | CLIP | VQVAE:
     """A freshly initialised model of the run's objective, with its tokenizer."""
+    if config.train.objective == "vq":
+        return VQVAE(config)
+    if config.train.vq_from:
+        config = with_image_tokenizer(config)
     tokenizer = build_tokenizer(config)
     decoder = dataclasses.replace(config.model.decoder, vocab_size=len(tokenizer))
     config = dataclasses.replace(
@@ -120,6 +148,8 @@ def prepare(model: VLM | CLIP, config: Config) -> None:
         load_components(model, folder)
     if t.vision_from:
         load_components(model, t.vision_from, only=("vision",))
+    if t.vq_from and t.objective == "vlm":
+        model.vq.load_state_dict(load_folder(t.vq_from).state_dict())
     children = dict(model.named_children())
     for name in t.freeze:
         if name not in children:
@@ -140,14 +170,17 @@ def training_data(model: VLM | CLIP, config: Config, split: str = "train",
     if t.objective == "clip":
         pairs = CaptionPairs(dataset_of(config), split, length)
         return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
+    if t.objective == "vq":
+        return CaptionPairs(dataset_of(config), split, length), collate_images
     if t.objective == "lm":
         text = read_text(d.text_file) if d.text_file else world_text(dataset_of(config))
         windows = TextWindows(text, model.tokenizer, config.model.decoder.max_seq_len,
                               length, t.seed)
         return windows, collate_text
     dataset = TaskDataset(dataset_of(config), split, model.tokenizer,
-                          config.model.n_visual_tokens, d.task_names, d.tasks_per_image,
-                          length=length, group=t.batch_size)
+                          config.model.n_visual_tokens, config.task_names, d.tasks_per_image,
+                          length=length, group=t.batch_size, n_codes=config.model.n_image_codes,
+                          draw_share=d.draw_share, uncond_share=d.uncond_share)
     return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
 
 
@@ -157,6 +190,10 @@ def periodic_eval(model: VLM | CLIP, config: Config) -> tuple[dict, str]:
         result = evaluate_clip(model, "val", config.train.eval_scenes)
         recall = result["val"]["image_to_text"]["recall@5"]
         return result["val"], f"val image->text recall@5 {recall:.3f}"
+    if config.train.objective == "vq":
+        result = evaluate_vq(model, "val", config.train.eval_scenes)["val"]
+        return result, (f"val PSNR {result['psnr']:.2f} dB, {result['codes_used']:.0%} of "
+                        "the codebook used")
     result = evaluate(model, "val", config.train.eval_scenes, with_captions=False)
     return result, f"val VQA accuracy {result['vqa_accuracy']['overall']:.3f}"
 
@@ -227,10 +264,12 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         device.type, enabled=autocast_dtype(t.precision, device) == torch.float16)
     replica = LossOf(model)
     if world.size > 1:
-        # a text-only step leaves the ViT without gradients, and a router leaves experts
+        # a text-only or drawing step leaves the ViT without gradients, and a router leaves
+        # experts
         replica = DistributedDataParallel(
             replica, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=t.objective == "lm" or config.model.moe.num_experts > 0)
+            find_unused_parameters=t.objective == "lm" or config.model.moe.num_experts > 0
+            or "draw" in config.task_names)
     loss_of = torch.compile(replica) if t.compile else replica  # shares the weights
 
     dataset, collate_fn = training_data(model, config)
@@ -294,6 +333,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                           "grad_norm": grad_norm.item(), "samples_per_s": seen / elapsed}
                 if routers := router_report(model):
                     record["moe"] = routers
+                if isinstance(model, VQVAE):
+                    record["vq"] = model.report()
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 if tracker:

@@ -1,0 +1,150 @@
+"""Text-to-image: VQ reconstruction, faithfulness of the drawings, speed.
+
+    seemore train --recipe unified --out runs/unified
+    seemore train --out runs/judge data.tasks=color,shape,size,position \\
+        model.projector.pixel_shuffle=1 train.steps=8000
+    python benchmarks/bench_draw.py --run runs/unified/2-unified --judge runs/judge
+
+- VQ: PSNR and codebook usage of the run's VQ-VAE on held-out test images.
+- Faithfulness: the run draws one image for each of --prompts held-out test captions; a
+  separately trained VLM (the judge, trained on real images only) is asked, for every
+  object of the caption, "what shape / color / size is the object at <its place>?" and
+  "where is the <size color shape>?". A drawing is fully faithful when every object has
+  the right shape and colour. The same questions on the real test images give the judge's
+  ceiling, on images decoded from uniformly random codes its floor.
+- Speed: seconds per image, batch 1 and batched; the training stages' wall time from the
+  recipe's recipe.json when there is one.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit, machine  # noqa: E402
+
+from seemore.data.shapes import ShapesWorld, place_phrase  # noqa: E402
+from seemore.grid import image_grid  # noqa: E402
+from seemore.models.folder import load_folder  # noqa: E402
+from seemore.reconstruction import evaluate_vq  # noqa: E402
+
+ATTRIBUTES = ("shape", "color", "size", "position")
+
+
+def questions(objects) -> list[tuple[int, str, str, set[str]]]:
+    """(object index, attribute, question, right answers) for every object of a scene."""
+    out = []
+    for k, o in enumerate(objects):
+        ref = f"the object {place_phrase(o.position)}"
+        same = {p.position for p in objects if (p.size, p.color, p.shape) ==
+                (o.size, o.color, o.shape)}
+        out += [(k, "shape", f"what shape is {ref}?", {o.shape}),
+                (k, "color", f"what color is {ref}?", {o.color}),
+                (k, "size", f"what size is {ref}?", {o.size}),
+                (k, "position", f"where is the {o.size} {o.color} {o.shape}?", same)]
+    return out
+
+
+def judge(judge_model, images: list, scenes: list, batch: int) -> dict:
+    """Per-attribute accuracy over all objects, and the fraction of images whose every
+    object has the right shape and colour (and all four attributes, strictly)."""
+    asked = [(i, *q) for i, objects in enumerate(scenes) for q in questions(objects)]
+    answers = []
+    for s in range(0, len(asked), batch):
+        chunk = asked[s:s + batch]
+        answers += judge_model.ask_batch([images[i] for i, *_ in chunk],
+                                         [q for *_, q, _ in chunk], 16)
+    right = defaultdict(list)
+    per_image = defaultdict(lambda: defaultdict(list))
+    for (i, _, attribute, _, truth), answer in zip(asked, answers, strict=True):
+        right[attribute].append(answer in truth)
+        per_image[i][attribute].append(answer in truth)
+    faithful = [all(a["shape"]) and all(a["color"]) for a in per_image.values()]
+    strict = [all(all(a[k]) for k in ATTRIBUTES) for a in per_image.values()]
+    return {"fully_faithful": statistics.mean(faithful), "all_four": statistics.mean(strict),
+            **{k: statistics.mean(right[k]) for k in ATTRIBUTES}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a run that draws (--recipe unified)")
+    parser.add_argument("--judge", required=True, help="a VLM run trained on real images")
+    parser.add_argument("--prompts", type=int, default=500, help="held-out test captions")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=50, help="prompts drawn at once")
+    parser.add_argument("--grid", default=None, help="write the first 8 drawings here (PNG)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = load_folder(args.run, args.device)
+    judge_model = load_folder(args.judge, args.device)
+    world = ShapesWorld(model.config.model.vision.image_size)
+    n = args.prompts
+    scenes = [world.scene("test", i) for i in range(n)]
+    captions = [world.pair("test", i)[1] for i in range(n)]
+    objects = [s.objects for s in scenes]
+    vq = evaluate_vq(model.vq, "test", n)["test"]
+
+    sampling = {"guidance": args.guidance, "temperature": args.temperature,
+                "top_k": args.top_k}
+    model.draw_batch(captions[:2], seed=0, **sampling)  # warm-up
+    start = time.perf_counter()
+    drawings = []
+    for s in range(0, n, args.batch_size):
+        drawings += model.draw_batch(captions[s:s + args.batch_size], seed=s, **sampling)
+    batched_s = (time.perf_counter() - start) / n
+    single = []
+    for i in range(5):
+        start = time.perf_counter()
+        model.draw(captions[i], seed=i, **sampling)
+        single.append(time.perf_counter() - start)
+    if args.grid:
+        image_grid(drawings[:8], captions[:8]).save(args.grid)
+
+    N, K = model.config.model.n_image_codes, model.config.model.vq.codebook_size
+    generator = torch.Generator().manual_seed(0)
+    random_codes = torch.randint(K, (n, N), generator=generator).to(model.device)
+    noise = model.vq.decode(random_codes).mul(255).round().byte().permute(0, 2, 3, 1).cpu()
+    floor_images = [Image.fromarray(np.ascontiguousarray(p.numpy())) for p in noise]
+    batch = 400
+    scores = {"generated": judge(judge_model, drawings, objects, batch),
+              "real (ceiling)": judge(judge_model, [s.image for s in scenes], objects, batch),
+              "random codes (floor)": judge(judge_model, floor_images, objects, batch)}
+
+    recipe = Path(args.run).parent / "recipe.json"
+    stages = json.loads(recipe.read_text())["stages"] if recipe.is_file() else []
+    print(f"run {args.run}, judge {args.judge}, {n} held-out test captions, guidance "
+          f"{args.guidance}, temperature {args.temperature}, top-k {args.top_k}")
+    print(f"VQ on {vq['n_images']} test images: PSNR {vq['psnr']:.2f} dB, "
+          f"{vq['codes_used']:.0%} of {K} codes used, perplexity {vq['perplexity']:.0f}")
+    print(f"{'images':<22}{'faithful':>9}{'all four':>9}" + "".join(f"{a:>9}" for a in ATTRIBUTES))
+    for name, r in scores.items():
+        print(f"{name:<22}{r['fully_faithful']:>9.3f}{r['all_four']:>9.3f}"
+              + "".join(f"{r[a]:>9.3f}" for a in ATTRIBUTES))
+    print(f"seconds per image: {statistics.median(single):.3f} alone (median of 5), "
+          f"{batched_s:.4f} in batches of {args.batch_size}")
+    for stage in stages:
+        print(f"stage {stage['stage']}: {stage['seconds']:.0f} s")
+    emit({"benchmark": "draw", "prompts": n, **sampling, "vq_psnr": round(vq["psnr"], 2),
+          "vq_codes_used": round(vq["codes_used"], 3), "vq_perplexity": round(vq["perplexity"]),
+          **{f"{name.split()[0]}_{k}": round(v, 3) for name, r in scores.items()
+             for k, v in r.items()},
+          "seconds_per_image": round(statistics.median(single), 3),
+          "seconds_per_image_batched": round(batched_s, 4),
+          "stage_seconds": {s["stage"]: s["seconds"] for s in stages},
+          "device": args.device, **machine(torch.device(args.device))})
+
+
+if __name__ == "__main__":
+    main()
