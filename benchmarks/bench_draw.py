@@ -11,7 +11,9 @@
   object of the caption, "what shape / color / size is the object at <its place>?" and
   "where is the <size color shape>?". A drawing is fully faithful when every object has
   the right shape and colour. The same questions on the real test images give the judge's
-  ceiling, on images decoded from uniformly random codes its floor.
+  ceiling, on images decoded from uniformly random codes its floor. A second judge, a CNN
+  that names what each cell holds (cell_judge.py, trained here on real images), scores the
+  same images, with a much higher ceiling.
 - Speed: seconds per image, batch 1 and batched; the training stages' wall time from the
   recipe's recipe.json when there is one.
 """
@@ -29,9 +31,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cell_judge import CellJudge, train_cell_judge  # noqa: E402
 from common import emit, machine  # noqa: E402
 
-from seemore.data.shapes import ShapesWorld, place_phrase  # noqa: E402
+from seemore.data.shapes import POSITIONS, ShapesWorld, place_phrase  # noqa: E402
 from seemore.grid import image_grid  # noqa: E402
 from seemore.models.folder import load_folder  # noqa: E402
 from seemore.reconstruction import evaluate_vq  # noqa: E402
@@ -53,24 +56,47 @@ def questions(objects) -> list[tuple[int, str, str, set[str]]]:
     return out
 
 
-def judge(judge_model, images: list, scenes: list, batch: int) -> dict:
-    """Per-attribute accuracy over all objects, and the fraction of images whose every
-    object has the right shape and colour (and all four attributes, strictly)."""
+def summarize(marks: list[dict[str, list[bool]]]) -> dict:
+    """marks: per image, per attribute, right or wrong for each object of the prompt ->
+    per-attribute accuracy over all objects, the fraction of images whose every object has
+    the right shape and colour (fully faithful) and all four attributes right."""
+    return {"fully_faithful": statistics.mean(all(m["shape"]) and all(m["color"])
+                                              for m in marks),
+            "all_four": statistics.mean(all(all(m[a]) for a in ATTRIBUTES) for m in marks),
+            **{a: statistics.mean(x for m in marks for x in m[a]) for a in ATTRIBUTES}}
+
+
+def vlm_judge(judge_model, images: list, scenes: list, batch: int) -> dict:
+    """The VLM judge's answers to questions() about every image."""
     asked = [(i, *q) for i, objects in enumerate(scenes) for q in questions(objects)]
     answers = []
     for s in range(0, len(asked), batch):
         chunk = asked[s:s + batch]
         answers += judge_model.ask_batch([images[i] for i, *_ in chunk],
                                          [q for *_, q, _ in chunk], 16)
-    right = defaultdict(list)
-    per_image = defaultdict(lambda: defaultdict(list))
+    marks = [defaultdict(list) for _ in images]
     for (i, _, attribute, _, truth), answer in zip(asked, answers, strict=True):
-        right[attribute].append(answer in truth)
-        per_image[i][attribute].append(answer in truth)
-    faithful = [all(a["shape"]) and all(a["color"]) for a in per_image.values()]
-    strict = [all(all(a[k]) for k in ATTRIBUTES) for a in per_image.values()]
-    return {"fully_faithful": statistics.mean(faithful), "all_four": statistics.mean(strict),
-            **{k: statistics.mean(right[k]) for k in ATTRIBUTES}}
+        marks[i][attribute].append(answer in truth)
+    return summarize(marks)
+
+
+def cell_judge(judge: CellJudge, images: list, scenes: list) -> dict:
+    """The cell judge's reading of the cell of every object of the prompt: shape, colour and
+    size as read there; position is right when something was drawn in that cell. Also the
+    fraction of images with something drawn in a cell the prompt leaves empty."""
+    marks, extra = [], []
+    for reading, objects in zip(judge.read(images), scenes, strict=True):
+        cells = {POSITIONS.index(o.position): o for o in objects}
+        m = defaultdict(list)
+        for k, o in cells.items():
+            seen = reading[k] or (None, None, None)
+            m["shape"].append(seen[0] == o.shape)
+            m["color"].append(seen[1] == o.color)
+            m["size"].append(seen[2] == o.size)
+            m["position"].append(reading[k] is not None)
+        marks.append(m)
+        extra.append(any(r is not None and k not in cells for k, r in enumerate(reading)))
+    return {**summarize(marks), "extra_objects": statistics.mean(extra)}
 
 
 def main() -> None:
@@ -78,8 +104,8 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a run that draws (--recipe unified)")
     parser.add_argument("--judge", required=True, help="a VLM run trained on real images")
     parser.add_argument("--prompts", type=int, default=500, help="held-out test captions")
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=50, help="prompts drawn at once")
     parser.add_argument("--grid", default=None, help="write the first 8 drawings here (PNG)")
@@ -117,10 +143,14 @@ def main() -> None:
     random_codes = torch.randint(K, (n, N), generator=generator).to(model.device)
     noise = model.vq.decode(random_codes).mul(255).round().byte().permute(0, 2, 3, 1).cpu()
     floor_images = [Image.fromarray(np.ascontiguousarray(p.numpy())) for p in noise]
-    batch = 400
-    scores = {"generated": judge(judge_model, drawings, objects, batch),
-              "real (ceiling)": judge(judge_model, [s.image for s in scenes], objects, batch),
-              "random codes (floor)": judge(judge_model, floor_images, objects, batch)}
+    sets = {"generated": drawings, "real (ceiling)": [s.image for s in scenes],
+            "random codes (floor)": floor_images}
+    scores = {name: vlm_judge(judge_model, images, objects, 400)
+              for name, images in sets.items()}
+    start = time.perf_counter()
+    cells = train_cell_judge()
+    cell_judge_s = time.perf_counter() - start
+    cell_scores = {name: cell_judge(cells, images, objects) for name, images in sets.items()}
 
     recipe = Path(args.run).parent / "recipe.json"
     stages = json.loads(recipe.read_text())["stages"] if recipe.is_file() else []
@@ -128,10 +158,15 @@ def main() -> None:
           f"{args.guidance}, temperature {args.temperature}, top-k {args.top_k}")
     print(f"VQ on {vq['n_images']} test images: PSNR {vq['psnr']:.2f} dB, "
           f"{vq['codes_used']:.0%} of {K} codes used, perplexity {vq['perplexity']:.0f}")
-    print(f"{'images':<22}{'faithful':>9}{'all four':>9}" + "".join(f"{a:>9}" for a in ATTRIBUTES))
-    for name, r in scores.items():
-        print(f"{name:<22}{r['fully_faithful']:>9.3f}{r['all_four']:>9.3f}"
-              + "".join(f"{r[a]:>9.3f}" for a in ATTRIBUTES))
+    for judge_name, table in (("VLM judge", scores),
+                              (f"cell judge (trained in {cell_judge_s:.0f} s)", cell_scores)):
+        print(f"{judge_name:<32}{'faithful':>9}{'all four':>9}"
+              + "".join(f"{a:>9}" for a in ATTRIBUTES) + ("   extra" if table is cell_scores
+                                                          else ""))
+        for name, r in table.items():
+            print(f"  {name:<30}{r['fully_faithful']:>9.3f}{r['all_four']:>9.3f}"
+                  + "".join(f"{r[a]:>9.3f}" for a in ATTRIBUTES)
+                  + (f"{r['extra_objects']:>8.3f}" if "extra_objects" in r else ""))
     print(f"seconds per image: {statistics.median(single):.3f} alone (median of 5), "
           f"{batched_s:.4f} in batches of {args.batch_size}")
     for stage in stages:
@@ -139,6 +174,8 @@ def main() -> None:
     emit({"benchmark": "draw", "prompts": n, **sampling, "vq_psnr": round(vq["psnr"], 2),
           "vq_codes_used": round(vq["codes_used"], 3), "vq_perplexity": round(vq["perplexity"]),
           **{f"{name.split()[0]}_{k}": round(v, 3) for name, r in scores.items()
+             for k, v in r.items()},
+          **{f"cells_{name.split()[0]}_{k}": round(v, 3) for name, r in cell_scores.items()
              for k, v in r.items()},
           "seconds_per_image": round(statistics.median(single), 3),
           "seconds_per_image_batched": round(batched_s, 4),

@@ -69,3 +69,11 @@ def test_bad_text_file_is_one_line_and_exit_code_2(tmp_path, capsys, content, me
     code = main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"), "--no-progress",
                  "train.objective=lm", f"data.text_file={path}"])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_unified_recipe_draws_with_the_vq_stage(tmp_path):
+    vq, unified = plan("unified", get_preset("tiny"), ["unified.train.steps=5"], tmp_path)
+    assert (vq.name, vq.config.train.objective) == ("vq", "vq")
+    assert unified.config.train.vq_from == str(tmp_path / "1-vq")
+    assert "draw" in unified.config.task_names and "draw" not in vq.config.task_names
+    assert unified.config.train.steps == 5

@@ -28,3 +28,14 @@ def test_unknown_characters_are_an_error_naming_them():
 def test_special_token_text_is_not_a_special_token():
     tok = CharTokenizer.from_text("<pad>")
     assert tok.pad_id not in tok.encode("<pad>")
+
+
+def test_image_codes_follow_the_characters_and_survive_save_load(tmp_path):
+    tok = CharTokenizer.from_text("ab", codes=3)
+    assert len(tok) == 5 + 2 + 2 + 3
+    assert tok.vocab[tok.boi_id] == "<boi>" and tok.vocab[tok.eoi_id] == "<eoi>"
+    assert list(tok.code_ids) == [9, 10, 11]
+    assert tok.decode([tok.bos_id, *tok.encode("ab"), tok.boi_id, 9, 11, tok.eoi_id]) == "ab"
+    tok.save(tmp_path / "tokenizer.json")
+    assert CharTokenizer.load(tmp_path / "tokenizer.json") == tok
+    assert CharTokenizer.from_text("ab") != tok

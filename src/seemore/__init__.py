@@ -5,14 +5,16 @@ from seemore.errors import UserError
 from seemore.models.clip import CLIP
 from seemore.models.folder import load_folder
 from seemore.models.vlm import VLM
+from seemore.models.vq import VQVAE
 
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu") -> VLM | CLIP:
-    """Load a saved model folder (config.json, model.safetensors, tokenizer.json): a VLM, or
-    a CLIP model for a contrastive run."""
+def load(path, device: str = "cpu") -> VLM | CLIP | VQVAE:
+    """Load a saved model folder (config.json, model.safetensors, tokenizer.json): a VLM
+    (one that draws, too, after --recipe unified), a CLIP model for a contrastive run, or
+    a VQ-VAE image tokenizer."""
     return load_folder(path, device)
 
 
-__all__ = ["CLIP", "Config", "PRESETS", "UserError", "VLM", "get_preset", "load"]
+__all__ = ["CLIP", "Config", "PRESETS", "UserError", "VLM", "VQVAE", "get_preset", "load"]

@@ -11,7 +11,9 @@ appendix, as in Jukebox and VQGAN's EMA variant), which trains more stably than 
 codebook loss. The encoder learns through the straight-through estimator (the decoder's
 gradient is copied onto the encoder output) and a commitment loss that keeps it close to
 its code. An entry that hardly any output was assigned to recently is "dead": it is moved
-onto a random encoder output of the batch, so the whole codebook stays in use.
+onto a random encoder output of the batch, so the whole codebook stays in use. (Under
+torchrun, DistributedDataParallel copies the first process's codebook, a buffer, to the
+others before each step: the codebook follows that process's share of the batches.)
 
 The decoder-only VLM learns to write these codes after a caption (models/vlm.py), and this
 model's pixel decoder turns them into the picture.
@@ -83,7 +85,8 @@ class Quantizer(nn.Module):
         commitment loss)."""
         B, D, H, W = z.shape
         flat = z.float().permute(0, 2, 3, 1).reshape(-1, D)
-        codes = self.nearest(flat.detach())
+        with torch.autocast(z.device.type, enabled=False):  # bf16 distances pick wrong codes
+            codes = self.nearest(flat.detach())
         quantised = self.codebook[codes]
         if self.training:
             self.update(flat.detach(), codes)

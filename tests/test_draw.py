@@ -1,0 +1,159 @@
+import pytest
+import torch
+from PIL import Image
+
+from seemore.cli import main
+from seemore.config import apply_overrides, get_preset
+from seemore.data.collate import IGNORE_INDEX, TaskDataset, collate, drawing_sequence
+from seemore.data.shapes import ShapesWorld
+from seemore.errors import UserError
+from seemore.generation import generate
+from seemore.models.folder import load_folder
+from seemore.train.loop import build_model, train, training_data
+
+PROMPT = "a large red circle at the top left"
+
+
+@pytest.fixture(scope="module")
+def vq_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vq")
+    config = apply_overrides(get_preset("tiny"), ["train.objective=vq", "train.steps=40",
+                                                  "train.batch_size=16"])
+    train(config, out, progress=False)
+    return out
+
+
+def unified_config(vq_run, *overrides):
+    return apply_overrides(get_preset("tiny"), [f"train.vq_from={vq_run}",
+                                                "model.decoder.max_seq_len=256", *overrides])
+
+
+@pytest.fixture(scope="module")
+def drawer(vq_run):
+    """An untrained tiny model that draws with the trained tiny VQ-VAE (4x4 codes)."""
+    torch.manual_seed(0)
+    config = unified_config(vq_run)
+    model = build_model(config)
+    from seemore.train.loop import prepare
+
+    prepare(model, model.config)
+    return model.eval()
+
+
+def test_drawing_sequence_puts_the_codes_after_the_caption(drawer):
+    tok = drawer.tokenizer
+    seq = drawing_sequence(tok, "a red circle", 16, uncond=False)
+    assert seq.ids[0] == tok.bos_id and tok.decode(seq.ids) == "a red circle"
+    boi = seq.ids.index(tok.boi_id)
+    assert seq.ids[boi + 17] == tok.eoi_id and len(seq.ids) == boi + 18
+    assert seq.labels[boi + 16] == tok.eoi_id  # the last code predicts <eoi>
+    assert set(seq.labels) - {tok.eoi_id} == {IGNORE_INDEX}
+    uncond = drawing_sequence(tok, "a red circle", 16, uncond=True)
+    assert uncond.ids[:2] == [tok.bos_id, tok.boi_id]
+
+
+def test_the_model_writes_its_vq_codes_into_the_slots_and_labels(drawer):
+    tok, world = drawer.tokenizer, ShapesWorld(32)
+    items = []
+    for i in range(3):
+        image, caption = world.pair("train", i)
+        from seemore.data.images import to_tensor
+
+        items.append((to_tensor(image), drawing_sequence(tok, caption, 16, uncond=i == 2)))
+    batch = collate(items, tok.pad_id)
+    ids, labels = drawer.write_codes(batch.ids, batch.labels, batch.images)
+    codes = drawer.vq.encode(batch.images) + tok.code_ids[0]
+    for row in range(3):
+        boi = int((batch.ids[row] == tok.boi_id).nonzero())
+        assert torch.equal(ids[row, boi + 1: boi + 17], codes[row])
+        assert torch.equal(labels[row, boi: boi + 16], codes[row])  # each predicts the next
+        assert labels[row, boi + 16] == tok.eoi_id
+        assert (labels[row, :boi] == IGNORE_INDEX).all()
+
+
+def test_task_dataset_draws_in_its_share_of_batches(drawer):
+    config = drawer.config
+    assert "draw" in config.task_names
+    data = TaskDataset(ShapesWorld(32), "train", drawer.tokenizer, config.model.n_visual_tokens,
+                       config.task_names, 1, length=400, group=2, n_codes=16, draw_share=0.5,
+                       uncond_share=0.25)
+    kinds = []
+    for i in range(400):
+        ids = data[i][1].ids
+        if drawer.tokenizer.boi_id not in ids:
+            kinds.append("text")
+        else:
+            kinds.append("uncond" if ids[1] == drawer.tokenizer.boi_id else "draw")
+    assert all(kinds[i] == "text" or kinds[i + 1] != "text" for i in range(0, 400, 2))
+    drawn = 400 - kinds.count("text")
+    assert 140 < drawn < 260  # about half
+    assert 0.1 < kinds.count("uncond") / drawn < 0.4  # about a quarter of the drawings
+
+
+def test_guidance_of_one_equals_the_prompt_alone_and_the_cache_changes_nothing(drawer):
+    tok = drawer.tokenizer
+    cond = [[tok.bos_id, *tok.encode(PROMPT), tok.boi_id]]
+    uncond = [[tok.bos_id, tok.boi_id]]
+
+    def codes(**kw):
+        return torch.stack(list(generate(drawer, cond, None, 16, stop_at_eos=False,
+                                         vocab=tok.code_ids, **kw)), 1)
+
+    plain = codes()
+    assert torch.equal(codes(uncond=uncond, guidance=1.0), plain)
+    guided = codes(uncond=uncond, guidance=3.0)
+    assert torch.equal(codes(uncond=uncond, guidance=3.0, use_cache=False), guided)
+    assert ((guided >= tok.code_ids[0]) & (guided < tok.code_ids[-1] + 1)).all()
+
+
+def test_draw_returns_pil_images_and_a_seed_repeats_them(drawer):
+    images = drawer.draw(PROMPT, n=2, seed=1, top_k=20)
+    assert len(images) == 2 and all(isinstance(im, Image.Image) for im in images)
+    assert images[0].size == (32, 32)
+    again = drawer.draw(PROMPT, n=2, seed=1, top_k=20)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(images, again, strict=True))
+
+
+def test_bad_drawing_requests_are_refused(drawer, tiny_model, vq_run, trained_run):
+    with pytest.raises(UserError, match="does not draw"):
+        tiny_model.draw(PROMPT)
+    with pytest.raises(UserError, match="too long to draw"):
+        drawer.draw(PROMPT * 8)
+    with pytest.raises(UserError, match="does not know"):
+        drawer.draw("a large red circle @ the top")
+    with pytest.raises(UserError, match="draw needs an image tokenizer"):
+        apply_overrides(get_preset("tiny"), ["data.tasks=caption,draw"])
+    with pytest.raises(UserError, match="tasks_per_image must be 1"):
+        unified_config(vq_run, "data.tasks_per_image=2")
+    with pytest.raises(UserError, match="not a VQ-VAE"):
+        build_model(apply_overrides(get_preset("tiny"), [f"train.vq_from={trained_run[0]}"]))
+    with pytest.raises(UserError, match="not a run folder"):
+        build_model(apply_overrides(get_preset("tiny"), [f"train.vq_from={vq_run.parent}"]))
+
+
+def test_unified_model_learns_to_draw_and_reloads(vq_run, tmp_path, capsys):
+    config = unified_config(vq_run, "train.steps=150", "data.draw_share=0.5")
+    untrained = build_model(config)
+    from seemore.train.loop import prepare
+
+    prepare(untrained, untrained.config)
+
+    def drawing_loss(model):
+        only_draw = unified_config(vq_run, "data.tasks=draw", "data.uncond_share=0")
+        data, collate_fn = training_data(model, only_draw, split="val", length=64)
+        with torch.no_grad():
+            return model.eval().loss(collate_fn([data[i] for i in range(64)])).item()
+
+    before = drawing_loss(untrained)
+    model = train(config, tmp_path, progress=False)
+    after = drawing_loss(model)
+    assert after < 0.8 * before, (before, after)
+    loaded = load_folder(tmp_path)
+    assert loaded.vq is not None
+    assert (loaded.draw(PROMPT, seed=0)[0].tobytes() == model.draw(PROMPT, seed=0)[0].tobytes())
+
+    out = tmp_path / "grid.png"
+    assert main(["draw", str(tmp_path), PROMPT, "-o", str(out), "-n", "3", "--seed", "0"]) == 0
+    assert Image.open(out).width > 3 * 32  # a grid of three, enlarged, with the prompt
+    assert main(["draw", str(tmp_path), PROMPT, "-o", str(tmp_path / "x.jpg")]) == 2
+    assert "give a .png path" in capsys.readouterr().err
