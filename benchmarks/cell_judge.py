@@ -1,9 +1,9 @@
 """A second judge for bench_draw.py: a small CNN that reads one cell of the shapes world's
 3x3 grid at a time and names what is in it (nothing, or a size, colour and shape: 37
-classes). Trained here, in a few minutes, on real training scenes only. The VLM judge is
-what the issue asks for, but our VLMs read shape and colour at a given place poorly (their
-ceiling on real images is low); this one reads them almost perfectly, so it says how
-faithful the drawings are rather than how well the judge reads."""
+classes). Trained here on real training scenes only, in about 7 minutes on 2 CPU cores.
+The VLM judge is what the issue asks for, but our VLMs read shape and colour at a given
+place poorly (their ceiling on real images is low); this one reads them almost perfectly,
+so it says how faithful the drawings are rather than how well the judge reads."""
 
 from __future__ import annotations
 

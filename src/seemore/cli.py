@@ -305,8 +305,6 @@ def show_drawings(model, path: Path, n: int = 8) -> str:
 def cmd_draw(args) -> None:
     from seemore.grid import image_grid
 
-    if args.n < 1:
-        raise UserError(f"-n must be at least 1, got {args.n}")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"-o {out}: the drawing is written as a PNG; give a .png path")

@@ -276,7 +276,6 @@ class DataConfig:
         return ("caption", *question_types(self.dataset))
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     # what the run trains: "vlm", the captioning and question-answering model; "clip", the
@@ -328,6 +327,8 @@ class TrainConfig:
         unknown = set(self.freeze) - set(COMPONENTS)
         _check(not unknown, f"train.freeze: unknown components {', '.join(sorted(unknown))}; "
                             f"choose from {', '.join(COMPONENTS)}")
+        _check(not self.vq_from or self.objective == "vlm",
+               f"train.vq_from is for the vlm objective, not {self.objective}")
         _check(self.steps > 0, "train.steps must be positive")
         _check(self.track in ("", "mlflow"), f"train.track must be mlflow or empty, got "
                                              f"{self.track!r}")

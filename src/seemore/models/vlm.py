@@ -165,6 +165,8 @@ class VLM(nn.Module):
     def draw(self, prompt: str, n: int = 1, guidance: float = 2.0, **sampling
              ) -> list[Image.Image]:
         """n images of what the prompt describes; see draw_batch."""
+        if n < 1:
+            raise UserError(f"n must be at least 1, got {n}")
         return self.draw_batch([prompt] * n, guidance, **sampling)
 
     def draw_batch(self, prompts: list[str], guidance: float = 2.0, temperature: float = 0.5,

@@ -149,7 +149,7 @@ def prepare(model: VLM | CLIP, config: Config) -> None:
         load_components(model, folder)
     if t.vision_from:
         load_components(model, t.vision_from, only=("vision",))
-    if t.vq_from and t.objective == "vlm":
+    if t.vq_from:
         model.vq.load_state_dict(load_folder(t.vq_from).state_dict())
     children = dict(model.named_children())
     for name in t.freeze:
