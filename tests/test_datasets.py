@@ -21,8 +21,8 @@ def test_pair_is_labelled_without_the_questions(name):
 
 def test_tasks_are_checked_against_the_dataset():
     config = apply_overrides(get_preset("tiny"), ["data.dataset=digits"])
-    assert config.data.task_names == ("caption", "digit", "verify")
-    assert get_preset("tiny").data.task_names[:3] == ("caption", "color", "shape")
+    assert config.task_names == ("caption", "digit", "verify")
+    assert get_preset("tiny").task_names[:3] == ("caption", "color", "shape")
     with pytest.raises(UserError, match="color is not a task of data.dataset=digits"):
         apply_overrides(get_preset("tiny"), ["data.dataset=digits", "data.tasks=color"])
     config = apply_overrides(get_preset("tiny"), ["data.dataset=mnist"])  # a path, perhaps
