@@ -26,14 +26,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cell_judge import CellJudge, train_cell_judge  # noqa: E402
 from common import emit, machine  # noqa: E402
 
+from seemore.data.images import to_pil  # noqa: E402
 from seemore.data.shapes import POSITIONS, ShapesWorld, place_phrase  # noqa: E402
 from seemore.grid import image_grid  # noqa: E402
 from seemore.models.folder import load_folder  # noqa: E402
@@ -141,8 +140,7 @@ def main() -> None:
     N, K = model.config.model.n_image_codes, model.config.model.vq.codebook_size
     generator = torch.Generator().manual_seed(0)
     random_codes = torch.randint(K, (n, N), generator=generator).to(model.device)
-    noise = model.vq.decode(random_codes).mul(255).round().byte().permute(0, 2, 3, 1).cpu()
-    floor_images = [Image.fromarray(np.ascontiguousarray(p.numpy())) for p in noise]
+    floor_images = to_pil(model.vq.decode(random_codes))
     sets = {"generated": drawings, "real (ceiling)": [s.image for s in scenes],
             "random codes (floor)": floor_images}
     scores = {name: vlm_judge(judge_model, images, objects, 400)

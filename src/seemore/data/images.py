@@ -130,6 +130,12 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.tensor(pixels).permute(2, 0, 1).float().div_(255.0)
 
 
+def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
+    """float (B, 3, H, W) in [0, 1] -> B RGB images: the inverse of to_tensor."""
+    rows = pixels.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(row)) for row in rows]
+
+
 def load_image_tensor(source, size: int, policy: str = "squash") -> torch.Tensor:
     """The model input for one image: (3, size, size)."""
     return to_tensor(np.asarray(resize(load_image(source), size, policy)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from PIL import Image
 
 from seemore.config import Config
 from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
-from seemore.data.images import load_image_tensor
+from seemore.data.images import load_image_tensor, to_pil
 from seemore.errors import UserError
 from seemore.generation import generate, generate_text
 from seemore.layers.moe import router_loss
@@ -195,8 +194,7 @@ class VLM(nn.Module):
         steps = generate(self, cond, None, N, temperature, top_k, seed=seed, stop_at_eos=False,
                          compile=compile, vocab=tok.code_ids, uncond=uncond, guidance=guidance)
         codes = torch.stack(list(steps), dim=1) - tok.code_ids[0]  # (B, N)
-        pixels = self.vq.decode(codes).mul(255).round().byte().permute(0, 2, 3, 1)
-        return [Image.fromarray(np.ascontiguousarray(p.cpu().numpy())) for p in pixels]
+        return to_pil(self.vq.decode(codes))
 
     # --- model folder ---------------------------------------------------------------------
 

@@ -147,12 +147,13 @@ class VQVAE(nn.Module):
         """Reconstruction error plus the weighted commitment loss, on a batch of images."""
         reconstruction, _, commitment = self(images)
         error = F.mse_loss(reconstruction.float(), images * 2 - 1)
-        self.last = {"reconstruction": error.item(), "commitment": commitment.item()}
+        # kept as tensors: reading them out (a device sync) waits for report()
+        self.last = {"reconstruction": error.detach(), "commitment": commitment.detach()}
         return error + self.config.model.vq.commitment * commitment
 
     def report(self) -> dict:
         """The last training batch's losses and codebook usage, for metrics.jsonl."""
-        return {**self.last, **usage(self.quantizer.counts)}
+        return {**{k: v.item() for k, v in self.last.items()}, **usage(self.quantizer.counts)}
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

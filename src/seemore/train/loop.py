@@ -143,7 +143,7 @@ def build_model(config: Config) -> VLM | CLIP | VQVAE:
     return VLM(config, tokenizer)
 
 
-def prepare(model: VLM | CLIP, config: Config) -> None:
+def prepare(model: VLM | CLIP | VQVAE, config: Config) -> None:
     """Start the model from the folders the config names and freeze what it says."""
     t = config.train
     for folder in t.init_from:
@@ -162,7 +162,7 @@ def prepare(model: VLM | CLIP, config: Config) -> None:
         raise UserError("train.freeze leaves nothing to train")
 
 
-def training_data(model: VLM | CLIP, config: Config, split: str = "train",
+def training_data(model: VLM | CLIP | VQVAE, config: Config, split: str = "train",
                   length: int | None = None) -> tuple[Dataset, Callable]:
     """The examples of the run's objective, as in training, and their collate: length of
     them (default: enough for every step) from a split of the dataset (plain text for the
@@ -186,7 +186,7 @@ def training_data(model: VLM | CLIP, config: Config, split: str = "train",
     return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
 
 
-def periodic_eval(model: VLM | CLIP, config: Config) -> tuple[dict, str]:
+def periodic_eval(model: VLM | CLIP | VQVAE, config: Config) -> tuple[dict, str]:
     """The val result and a one-line summary of it."""
     if config.train.objective == "clip":
         result = evaluate_clip(model, "val", config.train.eval_scenes)
@@ -235,7 +235,7 @@ def micro_batches(start: int, steps: int, batch: int, world: World,
 
 
 def train(config: Config, out_dir: str | Path, progress: bool = True,
-          resume: bool = False) -> VLM | CLIP:
+          resume: bool = False) -> VLM | CLIP | VQVAE:
     """Train a model of the config's objective and save it (with metrics) into out_dir.
     resume: continue from out_dir's newest checkpoint, to the same weights an unbroken run
     would reach (train/checkpoint.py). Under torchrun, every process trains its shard of
