@@ -47,3 +47,15 @@ def test_a_clear_message_without_mlflow(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now fails
     with pytest.raises(UserError, match=r'pip install "seemore\[mlflow\]"'):
         MLflowRun(tmp_path)
+
+
+def test_a_tracked_vq_run_logs_its_folder_without_a_tokenizer(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "vq"
+    assert main(["train", "--preset", "tiny", "--recipe", "vq", "--track", "mlflow", "--out",
+                 str(out), "--no-progress", "train.steps=4", "train.final_eval_scenes=2"]) == 0
+    saved = json.loads((out / "mlflow.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=saved["tracking_uri"])
+    artifacts = {a.path for a in client.list_artifacts(saved["run_id"])}
+    assert {"model.safetensors", "config.json", "metrics.jsonl"} <= artifacts
+    assert "eval.test.psnr" in client.get_run(saved["run_id"]).data.metrics

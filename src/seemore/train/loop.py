@@ -364,7 +364,8 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         if tracker:
             for name in ("config.json", "model.safetensors", "tokenizer.json",
                          "metrics.jsonl"):
-                tracker.log_artifact(out_dir / name)
+                if (out_dir / name).is_file():  # a VQ run has no tokenizer.json
+                    tracker.log_artifact(out_dir / name)
             tracker.finish()
     leave(world)  # a worker process ends here
     return model
