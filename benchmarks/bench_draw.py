@@ -11,7 +11,9 @@
   object of the caption, "what shape / color / size is the object at <its place>?" and
   "where is the <size color shape>?". A drawing is fully faithful when every object has
   the right shape and colour. The same questions on the real test images give the judge's
-  ceiling, on images decoded from uniformly random codes its floor. A second judge, a CNN
+  ceiling, on images decoded from uniformly random codes its floor; on the real images
+  encoded and decoded by the VQ-VAE, the best any drawing through this tokenizer could
+  score. A second judge, a CNN
   that names what each cell holds (cell_judge.py, trained here on real images), scores the
   same images, with a much higher ceiling.
 - Speed: seconds per image, batch 1 and batched; the training stages' wall time from the
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cell_judge import CellJudge, train_cell_judge  # noqa: E402
 from common import emit, machine  # noqa: E402
 
-from seemore.data.images import to_pil  # noqa: E402
+from seemore.data.images import to_pil, to_tensor  # noqa: E402
 from seemore.data.shapes import POSITIONS, ShapesWorld, place_phrase  # noqa: E402
 from seemore.grid import image_grid  # noqa: E402
 from seemore.models.folder import load_folder  # noqa: E402
@@ -141,8 +143,10 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     random_codes = torch.randint(K, (n, N), generator=generator).to(model.device)
     floor_images = to_pil(model.vq.decode(random_codes))
+    real = torch.stack([to_tensor(s.image) for s in scenes]).to(model.device)
+    reconstructed = to_pil(model.vq.decode(model.vq.encode(real)))
     sets = {"generated": drawings, "real (ceiling)": [s.image for s in scenes],
-            "random codes (floor)": floor_images}
+            "VQ reconstructions": reconstructed, "random codes (floor)": floor_images}
     scores = {name: vlm_judge(judge_model, images, objects, 400)
               for name, images in sets.items()}
     start = time.perf_counter()

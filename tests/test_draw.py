@@ -106,6 +106,32 @@ def test_guidance_of_one_equals_the_prompt_alone_and_the_cache_changes_nothing(d
     assert ((guided >= tok.code_ids[0]) & (guided < tok.code_ids[-1] + 1)).all()
 
 
+def test_drawing_steps_see_the_code_positions_training_gives_them(drawer):
+    """Greedy cached drawing writes the codes that a teacher-forced forward over the same
+    sequence predicts, with code position embeddings large enough to change the codes when
+    a step got the wrong one."""
+    tok = drawer.tokenizer
+    prompt = [tok.bos_id, *tok.encode(PROMPT), tok.boi_id]
+    saved = drawer.code_position.weight.clone()
+    try:
+        with torch.no_grad():
+            drawer.code_position.weight.normal_(0, 1.0)
+        drawn = torch.stack(list(generate(drawer, [prompt], None, 16, stop_at_eos=False,
+                                          vocab=tok.code_ids,
+                                          step_embeddings=drawer.code_position.weight)), 1)
+        ids = torch.cat([torch.tensor([prompt]), drawn], dim=1)
+        with torch.no_grad():
+            logits = drawer(ids, None)[0][0, len(prompt) - 1:-1]
+        predicted = logits[:, tok.code_ids].argmax(-1) + tok.code_ids[0]
+        assert torch.equal(predicted, drawn[0])
+        unplaced = torch.stack(list(generate(drawer, [prompt], None, 16, stop_at_eos=False,
+                                             vocab=tok.code_ids)), 1)
+        assert not torch.equal(unplaced, drawn)  # the positions do matter to these codes
+    finally:
+        with torch.no_grad():
+            drawer.code_position.weight.copy_(saved)
+
+
 def test_draw_returns_pil_images_and_a_seed_repeats_them(drawer):
     images = drawer.draw(PROMPT, n=2, seed=1, top_k=20)
     assert len(images) == 2 and all(isinstance(im, Image.Image) for im in images)

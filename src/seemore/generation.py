@@ -49,12 +49,12 @@ def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
     return (causal & (valid[:, None, :] | (k_pos == q_pos))).unsqueeze(1)
 
 
-def _decode_step(decoder, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+def _decode_step(decoder, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
                  pos: torch.Tensor) -> torch.Tensor:
-    """One cached step: logits (B, vocab) of the newest tokens ids (B, 1), written into the
-    cache at index pos (a 1-element tensor, so every step has the same shapes and a compiled
-    step is reused). mask (B, 1, 1, L) covers the whole cache."""
-    return decoder(decoder.embed(ids), positions, mask, pos)[:, -1]
+    """One cached step: logits (B, vocab) of the newest tokens' embeddings x (B, 1, D),
+    written into the cache at index pos (a 1-element tensor, so every step has the same
+    shapes and a compiled step is reused). mask (B, 1, 1, L) covers the whole cache."""
+    return decoder(x, positions, mask, pos)[:, -1]
 
 
 def compiled_step(decoder):
@@ -76,13 +76,15 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
              max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, seed: int | None = None,
              stop_at_eos: bool = True, compile: bool = False, vocab: range | None = None,
-             uncond: list[list[int]] | None = None, guidance: float = 1.0
-             ) -> Iterator[torch.Tensor]:
+             uncond: list[list[int]] | None = None, guidance: float = 1.0,
+             step_embeddings: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) per step, until every row has produced <eos>
     or max_new_tokens is reached. Rows that are done yield <pad>. stop_at_eos=False always
     runs max_new_tokens steps (for benchmarks and images). compile=True runs each cached
     step through torch.compile: the first call compiles (tens of seconds), later calls
-    decode several times faster. vocab: sample only these token ids.
+    decode several times faster. vocab: sample only these token ids. step_embeddings
+    (max_new_tokens, D): added to the embedding of the token sampled at each step (for
+    drawing: where in the image each code goes).
 
     Classifier-free guidance: uncond holds one more prompt per row, without the condition
     (for drawing, without the caption). Both run side by side in one batch, each step
@@ -138,15 +140,18 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                 done |= nxt == tok.eos_id
             if done.all() or i == max_new_tokens - 1:
                 return
+            x_new = decoder.embed(nxt[:, None])  # (B, 1, D)
+            if step_embeddings is not None:
+                x_new = x_new + step_embeddings[i]
             position = positions[:, -1:] + 1  # (B, 1)
             positions = torch.cat([positions, position], dim=1)
             if use_cache:
                 keys[:, longest + i] = True
                 pos = torch.tensor([longest + i], device=device)
-                logits = step(decoder, nxt[:, None], position, keys[:, None, None, :], pos)
+                logits = step(decoder, x_new, position, keys[:, None, None, :], pos)
             else:
                 valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], 1)
-                x = torch.cat([x, decoder.embed(nxt[:, None])], dim=1)
+                x = torch.cat([x, x_new], dim=1)
                 mask = _attention_mask(valid, x.shape[1]) if padded else None
                 logits = decoder(x, positions, mask)[:, -1]
     finally:

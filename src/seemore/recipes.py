@@ -40,8 +40,10 @@ class Stage:
 CLIP = ("train.objective=clip", "train.batch_size=128", "train.lr=1e-3")
 # the two stages of `unified` train in under 30 minutes on 2 CPU cores
 VQ = ("train.objective=vq", "train.batch_size=32", "train.steps=1200", "train.eval_every=400")
-# a caption and 64 codes need a longer context; drawing batches are long, so fewer steps
-UNIFIED = ("model.decoder.max_seq_len=256", "train.steps=1800", "train.eval_every=600")
+# a caption and 64 codes need a longer context. Batches of 32: drawing is short of steps,
+# and 800 steps of 32 brought its loss lower (2.2) than 400 of 64 (2.5) in the same time
+UNIFIED = ("model.decoder.max_seq_len=256", "train.batch_size=32", "train.steps=3300",
+           "train.eval_every=1100")
 RECIPES: dict[str, tuple[Stage, ...]] = {
     "end-to-end": (Stage("vlm"),),
     "clip": (Stage("clip", (*CLIP, "train.steps=1000")),),
