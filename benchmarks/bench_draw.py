@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--judge", required=True, help="a VLM run trained on real images")
     parser.add_argument("--prompts", type=int, default=500, help="held-out test captions")
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=50, help="prompts drawn at once")
     parser.add_argument("--grid", default=None, help="write the first 8 drawings here (PNG)")

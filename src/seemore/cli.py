@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=1, help="how many images (default: 1)")
     p.add_argument("--guidance", type=float, default=2.0,
                    help="classifier-free guidance scale; 1 turns it off (default: 2)")
-    p.add_argument("--temperature", type=float, default=0.5, help="default: 0.5")
+    p.add_argument("--temperature", type=float, default=0.2, help="default: 0.2")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest codes")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
