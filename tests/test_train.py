@@ -7,7 +7,7 @@ from seemore import load
 from seemore.config import apply_overrides, get_preset
 from seemore.data.shapes import parse_caption
 from seemore.evaluation import caption_f1, evaluate
-from seemore.train.loop import learning_rate, train
+from seemore.train.loop import build_model, learning_rate, make_optimizer, train
 
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():
@@ -18,6 +18,22 @@ def test_learning_rate_warms_up_then_decays_to_min_lr():
     decay = lrs[t.warmup_steps - 1:]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
     assert abs(lrs[-1] - t.min_lr) < 1e-3 * t.lr
+
+
+def test_vision_lr_sets_the_rate_of_the_vit_and_projector_only(tmp_path):
+    from seemore.train.checkpoint import load_checkpoint
+
+    config = apply_overrides(get_preset("tiny"), ["train.lr=4e-3", "train.vision_lr=1e-3",
+                                                  "train.steps=3", "train.checkpoint_every=3"])
+    model = build_model(config)
+    image_side = {id(p) for m in (model.vision, model.projector) for p in m.parameters()}
+    for group in make_optimizer(model, config).param_groups:
+        expected = 0.25 if id(group["params"][0]) in image_side else 1.0
+        assert all((id(p) in image_side) == (expected == 0.25) for p in group["params"])
+        assert group["lr_scale"] == expected
+    train(config, tmp_path, progress=False)
+    rates = {g["lr_scale"]: g["lr"] for g in load_checkpoint(tmp_path)["optimizer"]["param_groups"]}
+    assert rates[0.25] == 0.25 * rates[1.0] == 0.25 * learning_rate(2, config)
 
 
 def test_tiny_model_learns_the_colour_question(trained_run):

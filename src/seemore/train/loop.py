@@ -213,14 +213,22 @@ def skipped_rows(config: Config) -> dict | None:
             "first": [str(bad) for bad in skipped[:10]]}
 
 
-def make_optimizer(model: VLM, config: Config) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: VLM | CLIP | VQVAE, config: Config) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only; each group's "lr_scale" multiplies the
+    scheduled learning rate (train.vision_lr / train.lr for the ViT and the projector)."""
+    t = config.train
+    image_side = {id(p) for name, child in model.named_children()
+                  if name in ("vision", "projector") for p in child.parameters()}
+    by_setting: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            scale = t.vision_lr / t.lr if t.vision_lr and id(p) in image_side else 1.0
+            decay = t.weight_decay if p.dim() >= 2 else 0.0
+            by_setting.setdefault((scale, decay), []).append(p)
+    groups = [{"params": params, "lr_scale": scale, "weight_decay": decay}
+              for (scale, decay), params in by_setting.items()]
     # the fused kernel is several times faster than the per-tensor loop, on CPU too
-    return torch.optim.AdamW(groups, lr=config.train.lr, betas=config.train.betas, fused=True)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=True)
 
 
 def micro_batches(start: int, steps: int, batch: int, world: World,
@@ -304,7 +312,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         for step in range(start, t.steps):
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             loss = torch.zeros((), device=device)
             for micro in range(t.grad_accum):
                 b = next(batches).to(device)
