@@ -299,8 +299,8 @@ class TrainConfig:
     min_lr: float = 1e-4
     # the peak learning rate of the ViT and the projector (their schedule is the same shape,
     # scaled by vision_lr / lr); 0: lr. The unified recipe's decoder, short of steps to
-    # learn drawing, gains from 3e-3, while the ViT from scratch answers questions worse
-    # at that rate than at 1e-3
+    # learn drawing, gains from a high rate; its ViT and projector at 1e-3 answer
+    # questions better than at the decoder's rate (recipes.py)
     vision_lr: float = 0.0
     warmup_steps: int = 100
     weight_decay: float = 0.05
