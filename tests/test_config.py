@@ -39,6 +39,8 @@ def test_overrides_are_typed_and_return_a_new_config():
     ("train.precision=fp8", "train.precision"),
     ("model.vision.stem=resnet", "vision.stem"),
     ("train.vision_lr=-1e-3", "train.vision_lr positive or 0"),
+    ("model.tokenizer=word", "model.tokenizer must be 'char' or 'bpe'"),
+    ("model.bpe_vocab_size=100", "at least 256"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

@@ -1,7 +1,7 @@
 import pytest
 
 from seemore.errors import UserError
-from seemore.tokenizer import SPECIALS, CharTokenizer
+from seemore.tokenizer import SPECIALS, BPETokenizer, CharTokenizer, load_tokenizer
 
 
 def test_round_trip_and_specials():
@@ -15,7 +15,7 @@ def test_same_text_same_tokenizer_and_save_load(tmp_path):
     a, b = CharTokenizer.from_text("cab"), CharTokenizer.from_text("bca")
     assert a == b
     a.save(tmp_path / "tokenizer.json")
-    assert CharTokenizer.load(tmp_path / "tokenizer.json") == a
+    assert load_tokenizer(tmp_path / "tokenizer.json") == a
 
 
 def test_unknown_characters_are_an_error_naming_them():
@@ -37,5 +37,49 @@ def test_image_codes_follow_the_characters_and_survive_save_load(tmp_path):
     assert list(tok.code_ids) == [9, 10, 11]
     assert tok.decode([tok.bos_id, *tok.encode("ab"), tok.boi_id, 9, 11, tok.eoi_id]) == "ab"
     tok.save(tmp_path / "tokenizer.json")
-    assert CharTokenizer.load(tmp_path / "tokenizer.json") == tok
+    assert load_tokenizer(tmp_path / "tokenizer.json") == tok
     assert CharTokenizer.from_text("ab") != tok
+
+
+WORLD = "\n".join(["a large red circle at the top", "a small blue square at the left",
+                   "what color is the circle?", "red", "where is the square?", "left"] * 5)
+
+
+def test_bpe_round_trips_any_text_and_never_writes_a_special():
+    tok = BPETokenizer.from_text(WORLD)
+    assert tok.vocab[: len(SPECIALS)] == list(SPECIALS)
+    for text in ("a large red circle", "héllo ☃\n<pad><boi>", "", "  two  spaces"):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert all(len(SPECIALS) <= i < tok.boi_id for i in ids)
+    assert tok.unknown_chars("☃") == []
+    assert tok.decode([tok.bos_id, *tok.encode("red"), tok.unk_id, tok.eos_id]) == "red<unk>"
+
+
+def test_bpe_makes_the_words_of_its_text_single_tokens():
+    tok = BPETokenizer.from_text(WORLD)
+    assert len(tok.encode("a large red circle at the top")) == 7
+    assert len(tok.encode("zebra")) > 1  # a word it never saw falls back to smaller pieces
+    assert len(tok) - len(SPECIALS) <= 1024
+    assert len(BPETokenizer.from_text(WORLD, vocab_size=260)) == len(SPECIALS) + 260
+
+
+def test_bpe_depends_on_the_text_not_its_order_and_survives_save_load(tmp_path):
+    tok = BPETokenizer.from_text(WORLD, codes=3)
+    assert tok == BPETokenizer.from_text("\n".join(reversed(WORLD.splitlines())), codes=3)
+    assert tok != BPETokenizer.from_text(WORLD) and tok != CharTokenizer.from_text(WORLD)
+    assert list(tok.code_ids) == [tok.eoi_id + 1, tok.eoi_id + 2, tok.eoi_id + 3]
+    tok.save(tmp_path / "tokenizer.json")
+    loaded = load_tokenizer(tmp_path / "tokenizer.json")
+    assert loaded == tok and loaded.encode("a large red circle") == tok.encode("a large red circle")
+
+
+def test_a_broken_tokenizer_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    for text, problem in (("{", "unreadable tokenizer.json"),
+                          ('{"kind": "word", "specials": []}', "not a seemore tokenizer"),
+                          ('{"kind": "bpe", "specials": ' + str(list(SPECIALS)).replace("'", '"')
+                           + ', "bpe": {"model": 3}}', "unreadable BPE model")):
+        path.write_text(text)
+        with pytest.raises(UserError, match=problem):
+            load_tokenizer(path)

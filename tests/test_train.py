@@ -46,6 +46,24 @@ def test_tiny_model_learns_the_colour_question(trained_run):
     assert result["vqa_accuracy"]["color"] > 0.35  # twice chance
 
 
+def test_a_bpe_model_learns_with_shorter_sequences_and_loads_back(trained_run, tmp_path):
+    config = apply_overrides(get_preset("tiny"), ["train.steps=300", "data.tasks=color",
+                                                  "model.tokenizer=bpe"])
+    model = train(config, tmp_path, progress=False)
+    assert model.tokenizer.kind == "bpe"
+    question = "what color is the small triangle?"
+    assert len(model.tokenizer.encode(question)) < 0.5 * len(trained_run[1].tokenizer.encode(
+        question))
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")
+              if '"loss"' in line]
+    assert losses[-1] < 0.5 * losses[0]
+    assert evaluate(model, "val", 100, with_captions=False)["vqa_accuracy"]["color"] > 0.35
+    loaded = load(tmp_path)
+    assert loaded.tokenizer == model.tokenizer
+    image = torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8).numpy()
+    assert loaded.ask(image, question) == model.ask(image, question)
+
+
 def test_run_folder_loads_back_to_the_same_model(trained_run):
     out, model = trained_run
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors",

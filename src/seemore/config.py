@@ -201,8 +201,19 @@ class ModelConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
     vq: VQConfig = field(default_factory=VQConfig)
+    # the text tokenizer: "char", one token per character (as in the original seemore), or
+    # "bpe", byte-level BPE learned from the training text, whose tokens are mostly whole
+    # words, so that sequences are several times shorter; bpe_vocab_size caps its byte
+    # tokens and merges
+    tokenizer: str = "char"
+    bpe_vocab_size: int = 1024
 
     def __post_init__(self) -> None:
+        _check(self.tokenizer in ("char", "bpe"),
+               f"model.tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        _check(self.bpe_vocab_size >= 256,
+               f"model.bpe_vocab_size ({self.bpe_vocab_size}) must be at least 256, one "
+               "token per byte")
         s = self.projector.pixel_shuffle
         _check(self.vision.grid_size % s == 0,
                f"projector.pixel_shuffle ({s}) must divide the patch grid "

@@ -1,9 +1,14 @@
-"""Character-level tokenizer with special tokens, saved as ``tokenizer.json``."""
+"""The text tokenizers, saved as ``tokenizer.json``: one id per character (CharTokenizer, as
+in the original seemore), or byte-level BPE (BPETokenizer, as in GPT-2), learned from the
+training text with the ``tokenizers`` library."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from seemore.errors import UserError
 
@@ -12,42 +17,80 @@ SPECIALS = (PAD, BOS, EOS, IMAGE, UNK)
 BOI, EOI = "<boi>", "<eoi>"
 
 
-class CharTokenizer:
-    """One id per character; ids 0..4 are the special tokens, in the order of SPECIALS.
+class Tokenizer:
+    """The id layout both kinds share: ids 0..4 are the special tokens, in the order of
+    SPECIALS, then the text tokens, then, in a model that draws, ``codes`` more tokens:
+    <boi> and <eoi>, which open and close an image, and one per entry of the VQ-VAE's
+    codebook. Text that spells a special token ("<pad>") is text, never the special id."""
 
-    The character set is built from training text in sorted order, so the same text always
-    gives the same tokenizer. Encoding text with a character outside the set raises a
-    UserError naming the characters (strict=True), or maps them to <unk> (strict=False).
+    kind = ""
 
-    A model that draws has ``codes`` more tokens after the characters: <boi> and <eoi>,
-    which open and close an image, then one token per entry of the VQ-VAE's codebook.
-    """
+    def __init__(self, text_tokens: list[str], codes: int = 0):
+        self.codes = codes
+        self.vocab = list(SPECIALS) + list(text_tokens)
+        if codes:
+            self.vocab += [BOI, EOI] + [f"<code{i}>" for i in range(codes)]
+        self.pad_id, self.bos_id, self.eos_id, self.image_id, self.unk_id = range(len(SPECIALS))
+        self.boi_id = len(SPECIALS) + len(text_tokens)
+        self.eoi_id = self.boi_id + 1
+        self.code_ids = range(self.eoi_id + 1, self.eoi_id + 1 + codes)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.vocab == other.vocab
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """The characters of text that encode() cannot write."""
+        return []
+
+    def encode(self, text: str, strict: bool = True, what: str = "text") -> list[int]:
+        raise NotImplementedError
+
+    def decode_text(self, ids: list[int]) -> str:
+        """Text of ids that are all text tokens."""
+        raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of the ids; special and image tokens other than <unk> are dropped."""
+        out, run = [], []
+        for i in ids:
+            if len(SPECIALS) <= i < self.boi_id:
+                run.append(i)
+            elif i == self.unk_id:
+                out += [self.decode_text(run), UNK]
+                run = []
+        return "".join(out) + self.decode_text(run)
+
+    def fields(self) -> dict:
+        """What tokenizer.json holds besides the kind, the specials and the codes."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        data = {"kind": self.kind, "specials": list(SPECIALS), **self.fields(),
+                "codes": self.codes}
+        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character. The character set is built from training text in sorted
+    order, so the same text always gives the same tokenizer. Encoding text with a character
+    outside the set raises a UserError naming the characters (strict=True), or maps them to
+    <unk> (strict=False)."""
 
     kind = "char"
 
     def __init__(self, chars: list[str], codes: int = 0):
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise UserError("tokenizer chars must be distinct single characters")
+        super().__init__(chars, codes)
         self.chars = list(chars)
-        self.codes = codes
-        self.vocab = list(SPECIALS) + self.chars
-        if codes:
-            self.vocab += [BOI, EOI] + [f"<code{i}>" for i in range(codes)]
-        self._index = {c: i for i, c in enumerate(self.vocab)}
-        self.pad_id, self.bos_id, self.eos_id, self.image_id, self.unk_id = range(len(SPECIALS))
-        self.boi_id = len(SPECIALS) + len(self.chars)
-        self.eoi_id = self.boi_id + 1
-        self.code_ids = range(self.eoi_id + 1, self.eoi_id + 1 + codes)
+        self._index = {c: i for i, c in enumerate(self.vocab[: self.boi_id])}
 
     @classmethod
     def from_text(cls, text: str, codes: int = 0) -> CharTokenizer:
         return cls(sorted(set(text)), codes)
-
-    def __len__(self) -> int:
-        return len(self.vocab)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CharTokenizer) and self.vocab == other.vocab
 
     def unknown_chars(self, text: str) -> list[str]:
         return sorted({c for c in text if c not in self._index or c in SPECIALS})
@@ -59,24 +102,67 @@ class CharTokenizer:
                             f"{''.join(unknown)!r} (it knows {''.join(self.chars)!r})")
         return [self._index.get(c, self.unk_id) for c in text]
 
-    def decode(self, ids: list[int]) -> str:
-        """Text of the ids; special and image tokens other than <unk> are dropped."""
-        out = []
-        for i in ids:
-            if i == self.unk_id:
-                out.append(UNK)
-            elif len(SPECIALS) <= i < self.boi_id:
-                out.append(self.vocab[i])
-        return "".join(out)
+    def decode_text(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
 
-    def save(self, path: str | Path) -> None:
-        data = {"kind": self.kind, "specials": list(SPECIALS), "chars": self.chars,
-                "codes": self.codes}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    def fields(self) -> dict:
+        return {"chars": self.chars}
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE: text is UTF-8 bytes, each shown as a printable character, and the
+    most frequent pairs of neighbours within a word are merged into one token, up to
+    vocab_size text tokens. Any text encodes (there is a token for every byte), and a word
+    the training text repeats is one token: "a large red circle" is 4 tokens, not 18
+    characters, which makes every sequence shorter and every step cheaper.
+
+    The specials are ours, not the ``tokenizers`` library's, so that text can never spell
+    one; text token j of the library's model is our id 5 + j."""
+
+    kind = "bpe"
+
+    def __init__(self, model: HFTokenizer, codes: int = 0):
+        self.model = model
+        vocab = sorted(model.get_vocab().items(), key=lambda item: item[1])
+        super().__init__([token for token, _ in vocab], codes)
 
     @classmethod
-    def load(cls, path: str | Path) -> CharTokenizer:
+    def from_text(cls, text: str, vocab_size: int = 1024, codes: int = 0) -> BPETokenizer:
+        """Learned from text's lines; vocab_size counts the 256 byte tokens and the merges
+        (fewer merges when the text runs out of repeated pairs)."""
+        model = HFTokenizer(models.BPE())
+        model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        model.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        model.train_from_iterator(sorted(set(text.splitlines())), trainer)
+        return cls(model, codes)
+
+    def encode(self, text: str, strict: bool = True, what: str = "text") -> list[int]:
+        return [len(SPECIALS) + i for i in self.model.encode(text).ids]
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.model.decode([i - len(SPECIALS) for i in ids]) if ids else ""
+
+    def fields(self) -> dict:
+        return {"bpe": json.loads(self.model.to_str())}
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer saved by Tokenizer.save, of either kind."""
+    try:
         data = json.loads(Path(path).read_text())
-        if data.get("kind") != cls.kind or data.get("specials") != list(SPECIALS):
-            raise UserError(f"{path}: not a seemore character tokenizer")
-        return cls(data["chars"], data.get("codes", 0))
+        kind = data.get("kind")
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: unreadable tokenizer.json ({e})") from None
+    if kind not in ("char", "bpe") or data.get("specials") != list(SPECIALS):
+        raise UserError(f"{path}: not a seemore tokenizer (kind {kind!r})")
+    try:
+        if kind == "char":
+            return CharTokenizer(data["chars"], data.get("codes", 0))
+        model = HFTokenizer.from_str(json.dumps(data["bpe"]))
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: unreadable {kind} tokenizer ({e!r} missing or wrong)") from None
+    except Exception as e:  # the tokenizers library raises plain Exception for a bad model
+        raise UserError(f"{path}: unreadable BPE model ({e})") from None
+    return BPETokenizer(model, data.get("codes", 0))

@@ -11,7 +11,7 @@ from seemore.data.collate import conversation_length
 from seemore.data.images import load_image
 from seemore.data.records import Bad, read_records
 from seemore.errors import UserError
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import Tokenizer
 
 LENGTH_BUCKETS = (16, 32, 64, 128, 256)  # characters of an answer or caption
 
@@ -34,7 +34,7 @@ def bucket(n: int) -> str:
     return f"> {LENGTH_BUCKETS[-1]}"
 
 
-def check(path: str | Path, image_column: str = "", tokenizer: CharTokenizer | None = None,
+def check(path: str | Path, image_column: str = "", tokenizer: Tokenizer | None = None,
           context: int = 192, n_visual: int = 16) -> Report:
     """Read every row; a row is bad when it cannot be read, its image cannot be decoded,
     its text has characters the tokenizer (when given) lacks, or it is longer than the

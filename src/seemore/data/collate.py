@@ -39,7 +39,7 @@ from seemore.data.digits import Digits
 from seemore.data.images import to_tensor
 from seemore.data.shapes import ShapesWorld
 from seemore.errors import UserError
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100
 SEPARATOR = "\n"  # ends the question; the answer follows it
@@ -47,12 +47,12 @@ CAPTION_PROMPT = "describe the image."
 PAD_SEGMENT = -1
 
 
-def prompt_ids(tokenizer: CharTokenizer, n_visual: int, question: str) -> list[int]:
+def prompt_ids(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
     """<bos>, the question, the separator, then one <image> per visual token."""
     return [tokenizer.bos_id] + task_prompt(tokenizer, n_visual, question)
 
 
-def task_prompt(tokenizer: CharTokenizer, n_visual: int, question: str) -> list[int]:
+def task_prompt(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
     question = question.strip()
     if not question:
         raise UserError("the question is empty")
@@ -70,7 +70,7 @@ class Sequence:
     segments: list[int]  # 0 for <bos>, 1, 2, ... for the tasks
 
 
-def training_sequence(tokenizer: CharTokenizer, n_visual: int,
+def training_sequence(tokenizer: Tokenizer, n_visual: int,
                       tasks: list[tuple[str, str]]) -> Sequence:
     """The packed sequence for one image and its (question, answer) tasks."""
     seq = Sequence([tokenizer.bos_id], [IGNORE_INDEX], [0], [0])
@@ -86,7 +86,7 @@ def training_sequence(tokenizer: CharTokenizer, n_visual: int,
     return seq
 
 
-def drawing_sequence(tokenizer: CharTokenizer, caption: str, n_codes: int,
+def drawing_sequence(tokenizer: Tokenizer, caption: str, n_codes: int,
                      uncond: bool) -> Sequence:
     """<bos> caption <boi> placeholder x n_codes <eoi>, the caption left out when uncond.
     The labels hold only the last code's target, <eoi>; the model writes the codes."""
@@ -97,7 +97,7 @@ def drawing_sequence(tokenizer: CharTokenizer, caption: str, n_codes: int,
     return Sequence(ids, labels, list(range(len(ids))), [0] + [1] * (len(ids) - 1))
 
 
-def conversation_sequence(tokenizer: CharTokenizer, n_visual: int,
+def conversation_sequence(tokenizer: Tokenizer, n_visual: int,
                           turns: tuple[tuple[str, str], ...]) -> Sequence:
     """One image and a multi-turn conversation about it, as one causal sequence:
 
@@ -145,7 +145,7 @@ class TaskDataset(Dataset):
     leaves out the VQ-VAE, one without visual tokens the ViT.
     """
 
-    def __init__(self, data: ShapesWorld | Digits, split: str, tokenizer: CharTokenizer,
+    def __init__(self, data: ShapesWorld | Digits, split: str, tokenizer: Tokenizer,
                  n_visual: int, tasks: tuple[str, ...], per_image: int, length: int,
                  group: int = 1, offset: int = 0, n_codes: int = 0, draw_share: float = 0.5,
                  uncond_share: float = 0.1):

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seemore.data.images import to_tensor
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import Tokenizer
 
 
 class CaptionPairs(Dataset):
@@ -37,7 +37,7 @@ class PairBatch:
         return PairBatch(self.images.to(device), self.ids.to(device), self.eos.to(device))
 
 
-def caption_ids(tokenizer: CharTokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_ids(tokenizer: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids (B, T) of '<bos> caption <eos>' and the index of each <eos> (B,)."""
     rows = [[tokenizer.bos_id, *tokenizer.encode(text, what="caption"), tokenizer.eos_id]
             for text in texts]
@@ -47,7 +47,7 @@ def caption_ids(tokenizer: CharTokenizer, texts: list[str]) -> tuple[torch.Tenso
     return ids, torch.tensor([len(row) - 1 for row in rows])
 
 
-def collate_pairs(items: list[tuple[torch.Tensor, str]], tokenizer: CharTokenizer) -> PairBatch:
+def collate_pairs(items: list[tuple[torch.Tensor, str]], tokenizer: Tokenizer) -> PairBatch:
     ids, eos = caption_ids(tokenizer, [text for _, text in items])
     return PairBatch(torch.stack([image for image, _ in items]), ids, eos)
 

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from seemore.data.collate import Batch
 from seemore.errors import UserError
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import Tokenizer
 
 WORLD_IMAGES = 2000  # train images whose text makes the default corpus (0.4 MB of shapes)
 
@@ -45,7 +45,7 @@ def read_text(path: str | Path) -> str:
 class TextWindows(Dataset):
     """length windows of window + 1 tokens each (inputs and their next tokens)."""
 
-    def __init__(self, text: str, tokenizer: CharTokenizer, window: int, length: int,
+    def __init__(self, text: str, tokenizer: Tokenizer, window: int, length: int,
                  seed: int = 0):
         self.ids = torch.tensor(tokenizer.encode(text, what="training text"), dtype=torch.long)
         if len(self.ids) <= window:

@@ -27,7 +27,7 @@ from seemore.layers.norm import make_norm
 from seemore.layers.rope import RotaryEmbedding
 from seemore.models.folder import save_folder
 from seemore.models.vit import ViT
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import Tokenizer
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the learned temperature at 1/100
 
@@ -88,7 +88,7 @@ class TextEncoder(nn.Module):
 
 
 class CLIP(nn.Module):
-    def __init__(self, config: Config, tokenizer: CharTokenizer):
+    def __init__(self, config: Config, tokenizer: Tokenizer):
         super().__init__()
         c = config.model.clip
         self.config, self.tokenizer = config, tokenizer

@@ -12,7 +12,7 @@ from safetensors.torch import load_model, save_model
 
 from seemore.config import Config
 from seemore.errors import UserError
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import load_tokenizer
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -44,7 +44,7 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu"):
             if not (folder / FILES[2]).is_file():
                 raise UserError(f"{folder} is not a seemore model folder: {FILES[2]} is "
                                 "missing")
-            tokenizer = CharTokenizer.load(folder / "tokenizer.json")
+            tokenizer = load_tokenizer(folder / "tokenizer.json")
             model = (CLIP if config.train.objective == "clip" else VLM)(config, tokenizer)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{folder}: unreadable config.json or tokenizer.json ({e})") from None

@@ -24,11 +24,11 @@ from seemore.models.folder import save_folder
 from seemore.models.projector import Projector
 from seemore.models.vit import ViT
 from seemore.models.vq import VQVAE
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import Tokenizer
 
 
 class VLM(nn.Module):
-    def __init__(self, config: Config, tokenizer: CharTokenizer):
+    def __init__(self, config: Config, tokenizer: Tokenizer):
         super().__init__()
         if config.model.decoder.vocab_size != len(tokenizer):
             raise UserError(f"model.decoder.vocab_size ({config.model.decoder.vocab_size}) "

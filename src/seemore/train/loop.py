@@ -40,7 +40,7 @@ from seemore.models.vlm import VLM
 from seemore.models.vq import VQVAE
 from seemore.reconstruction import evaluate_vq
 from seemore.retrieval import evaluate_clip
-from seemore.tokenizer import CharTokenizer
+from seemore.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 from seemore.tracking import MLflowRun
 from seemore.train.checkpoint import (
     gather_rng_states,
@@ -98,14 +98,17 @@ def learning_rate(step: int, config: Config) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_tokenizer(config: Config) -> CharTokenizer:
-    """The character vocabulary of everything the training data can say, and the image
-    codes when the model draws."""
+def build_tokenizer(config: Config) -> Tokenizer:
+    """The tokenizer of everything the training data can say (its characters, or BPE
+    learned from it), and the image codes when the model draws."""
     text = dataset_of(config).corpus()
     if config.data.text_file:
         text += read_text(config.data.text_file)
     codes = config.model.vq.codebook_size if config.train.vq_from else 0
-    return CharTokenizer.from_text(text + CAPTION_PROMPT + SEPARATOR, codes)
+    text += "\n" + CAPTION_PROMPT + SEPARATOR
+    if config.model.tokenizer == "bpe":
+        return BPETokenizer.from_text(text, config.model.bpe_vocab_size, codes)
+    return CharTokenizer.from_text(text, codes)
 
 
 def with_image_tokenizer(config: Config) -> Config:
