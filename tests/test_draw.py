@@ -157,15 +157,18 @@ def test_bad_drawing_requests_are_refused(drawer, tiny_model, vq_run, trained_ru
         build_model(apply_overrides(get_preset("tiny"), [f"train.vq_from={vq_run.parent}"]))
 
 
-def test_unified_model_learns_to_draw_and_reloads(vq_run, tmp_path, capsys):
-    config = unified_config(vq_run, "train.steps=150", "data.draw_share=0.5")
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_unified_model_learns_to_draw_and_reloads(vq_run, tmp_path, capsys, tokenizer):
+    config = unified_config(vq_run, "train.steps=150", "data.draw_share=0.5",
+                            f"model.tokenizer={tokenizer}")
     untrained = build_model(config)
     from seemore.train.loop import prepare
 
     prepare(untrained, untrained.config)
 
     def drawing_loss(model):
-        only_draw = unified_config(vq_run, "data.tasks=draw", "data.uncond_share=0")
+        only_draw = unified_config(vq_run, "data.tasks=draw", "data.uncond_share=0",
+                                   f"model.tokenizer={tokenizer}")
         data, collate_fn = training_data(model, only_draw, split="val", length=64)
         with torch.no_grad():
             return model.eval().loss(collate_fn([data[i] for i in range(64)])).item()

@@ -42,14 +42,20 @@ CLIP = ("train.objective=clip", "train.batch_size=128", "train.lr=1e-3")
 # (2,400 VQ steps instead of 1,200: the test images whose reconstruction the cell judge of
 # benchmarks/bench_draw.py reads fully right went from 72% to 85%)
 VQ = ("train.objective=vq", "train.batch_size=32", "train.steps=2400", "train.eval_every=800")
-# a caption and 64 codes need a longer context. Batches of 32: drawing is short of steps,
-# and 800 steps of 32 brought its loss lower (2.2) than 400 of 64 (2.5) in the same time.
-# The decoder at 3e-3 and the ViT and projector at 1e-3: against 1e-3 for all, 200 test
-# drawings went from 31% to 41-48% faithful (two runs that differ only in the ViT's rate
-# by 0.01%) and test VQA moved within run-to-run spread (0.46-0.53 against 0.50); 2e-3 for
-# all drew 41% faithful but answered 0.41
-UNIFIED = ("model.decoder.max_seq_len=256", "train.batch_size=32", "train.steps=3300",
-           "train.eval_every=1100", "train.lr=3e-3", "train.vision_lr=1e-3")
+# BPE: a caption is about 17 tokens instead of 76 characters, so a step costs under half
+# as much and 6,000 steps fit where 3,300 did; 200 test drawings went from 41% to 54%
+# faithful and test VQA from 0.46 to 0.64. Drawing is short of steps: 60% of the batches
+# draw (data.draw_share), which brought the drawings to 68% and test VQA down to 0.52.
+# Batches of 32: 800 steps of 32 brought the drawing loss lower (2.2) than 400 of 64 (2.5)
+# in the same time. The decoder at 3e-3 and the ViT and projector at 1e-3: against 1e-3 for
+# all, 200 test drawings went from 31% to 41-48% faithful (character tokenizer; two runs
+# that differ only in the ViT's rate by 0.01%) and test VQA moved within run-to-run spread
+# (0.46-0.53 against 0.50); 2e-3 for all drew 41% faithful but answered 0.41. 256
+# positions leave room for the character tokenizer too (unified.model.tokenizer=char),
+# whose longest caption and 64 codes take 199.
+UNIFIED = ("model.tokenizer=bpe", "model.decoder.max_seq_len=256", "data.draw_share=0.6",
+           "train.batch_size=32", "train.steps=6000", "train.eval_every=2000", "train.lr=3e-3",
+           "train.vision_lr=1e-3")
 RECIPES: dict[str, tuple[Stage, ...]] = {
     "end-to-end": (Stage("vlm"),),
     "clip": (Stage("clip", (*CLIP, "train.steps=1000")),),
