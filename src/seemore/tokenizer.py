@@ -5,6 +5,7 @@ training text with the ``tokenizers`` library."""
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -17,7 +18,7 @@ SPECIALS = (PAD, BOS, EOS, IMAGE, UNK)
 BOI, EOI = "<boi>", "<eoi>"
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """The id layout both kinds share: ids 0..4 are the special tokens, in the order of
     SPECIALS, then the text tokens, then, in a model that draws, ``codes`` more tokens:
     <boi> and <eoi>, which open and close an image, and one per entry of the VQ-VAE's
@@ -45,12 +46,13 @@ class Tokenizer:
         """The characters of text that encode() cannot write."""
         return []
 
+    @abstractmethod
     def encode(self, text: str, strict: bool = True, what: str = "text") -> list[int]:
-        raise NotImplementedError
+        """The text token ids of text; what names it in an error."""
 
+    @abstractmethod
     def decode_text(self, ids: list[int]) -> str:
         """Text of ids that are all text tokens."""
-        raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
         """Text of the ids; special and image tokens other than <unk> are dropped."""
@@ -63,9 +65,9 @@ class Tokenizer:
                 run = []
         return "".join(out) + self.decode_text(run)
 
+    @abstractmethod
     def fields(self) -> dict:
         """What tokenizer.json holds besides the kind, the specials and the codes."""
-        raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
         data = {"kind": self.kind, "specials": list(SPECIALS), **self.fields(),
