@@ -6,7 +6,7 @@ import torch
 from seemore.config import VQConfig, apply_overrides, get_preset
 from seemore.errors import UserError
 from seemore.models.folder import load_folder
-from seemore.models.vq import VQVAE, Quantizer, usage
+from seemore.models.vq import VQVAE, Quantizer, edge_error, usage
 from seemore.reconstruction import evaluate_vq
 from seemore.train.loop import build_model, train
 
@@ -48,6 +48,21 @@ def test_usage_of_uniform_and_single_code_counts():
     assert one["perplexity"] == pytest.approx(1) and one["codes_used"] == 0.25
 
 
+def test_edge_error_charges_blur_and_ignores_a_uniform_shift():
+    sharp = torch.zeros(1, 3, 8, 8)
+    sharp[..., 2:6, 2:6] = 1.0  # a square
+    assert edge_error(sharp, sharp).item() == 0
+    assert edge_error(sharp + 0.3, sharp).item() == pytest.approx(0, abs=1e-12)
+    kernel = torch.full((3, 1, 3, 3), 1 / 9)
+    blurred = torch.nn.functional.conv2d(sharp, kernel, padding=1, groups=3)
+    assert edge_error(blurred, sharp).item() > 0.05
+
+
+def test_negative_loss_weights_are_refused():
+    with pytest.raises(UserError, match="edge_weight"):
+        apply_overrides(get_preset("tiny"), ["model.vq.edge_weight=-1"])
+
+
 def test_encode_decode_shapes_follow_the_stages():
     config = apply_overrides(get_preset("tiny"), TINY_VQ + ["model.vq.channels=8,16"])
     vq = build_model(config).eval()
@@ -78,5 +93,5 @@ def test_vq_learns_to_reconstruct_and_saves_as_its_own_folder(tmp_path):
     assert torch.equal(loaded.encode(images), model.encode(images))
     last = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
             if '"vq"' in line][-1]
-    assert "perplexity" in last and "codes_used" in last
+    assert all(k in last for k in ("perplexity", "codes_used", "edges", "commitment"))
     assert math.isfinite(trained["perplexity"])

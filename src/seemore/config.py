@@ -180,6 +180,8 @@ class VQConfig:
     codebook_size: int = 512
     code_dim: int = 32
     commitment: float = 0.25  # weight of the loss that keeps the encoder near its codes
+    # weight of the edge loss (models/vq.py, edge_error): 0 is plain pixel MSE
+    edge_weight: float = 2.0
     ema_decay: float = 0.99  # of the codebook's moving averages
     # an entry assigned fewer encoder outputs than this (moving average per batch) is dead
     # and restarts at a random output of the batch
@@ -191,6 +193,8 @@ class VQConfig:
         _check(self.codebook_size >= 2 and self.code_dim >= 1,
                "vq.codebook_size must be >= 2 and vq.code_dim >= 1")
         _check(0 < self.ema_decay < 1, "vq.ema_decay must be between 0 and 1")
+        _check(self.edge_weight >= 0 and self.commitment >= 0,
+               "vq.edge_weight and vq.commitment must not be negative")
 
 
 @dataclass(frozen=True)
