@@ -6,7 +6,7 @@
     python benchmarks/bench_draw.py --run runs/unified/2-unified --judge runs/judge
 
 Without --judge only the cell judge (below) scores the drawings: the VLM judge takes about
-40 minutes to train on 2 CPU cores, the cell judge about 7.
+48 minutes to train on 2 CPU cores, the cell judge about 7.
 
 - VQ: PSNR and codebook usage of the run's VQ-VAE on held-out test images.
 - Faithfulness: the run draws one image for each of --prompts held-out test captions; a
