@@ -75,7 +75,7 @@ def val_loss(model, n: int = 1024) -> float:
     dataset, collate = training_data(model, model.config, "val", n)
     total = count = 0.0
     for batch in DataLoader(dataset, batch_size=64, collate_fn=collate):
-        _, loss = model(batch.ids, batch.images, batch.labels, batch.positions, batch.mask)
+        _, loss = model(batch.ids, batch.images, batch.labels)
         tokens = (batch.labels != -100).sum().item()
         total, count = total + loss.item() * tokens, count + tokens
     return total / count

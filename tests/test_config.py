@@ -11,7 +11,7 @@ def test_presets_round_trip_through_json(name, tmp_path):
     config = get_preset(name)
     config.save(tmp_path / "config.json")
     assert Config.load(tmp_path / "config.json") == config
-    assert json.loads((tmp_path / "config.json").read_text())["format_version"] == 1
+    assert json.loads((tmp_path / "config.json").read_text())["format_version"] == 2
 
 
 def test_classic_preset_has_the_original_dimensions():
@@ -57,3 +57,11 @@ def test_conv_stem_needs_a_power_of_two_patch():
 def test_unknown_preset():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         get_preset("huge")
+
+
+def test_a_version_1_model_is_refused_with_the_reason(tmp_path):
+    d = get_preset("tiny").to_dict()
+    d["format_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(UserError, match="question before the image, retrain"):
+        Config.load(tmp_path / "config.json")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
-from seemore.data.collate import IGNORE_INDEX, collate, training_sequence
+from seemore.data.collate import IGNORE_INDEX, collate, conversation_sequence
 from seemore.layers.attention import Attention
 from seemore.layers.block import Block
 from seemore.models.decoder import Decoder
@@ -81,10 +81,11 @@ def test_decoder_is_causal():
 
 
 def _batch(model, pairs, per_row=1):
-    """A batch of rows, each packing per_row of the (question, answer) pairs."""
+    """A batch of rows, each a conversation of per_row of the (question, answer) pairs."""
     n = model.config.model.n_visual_tokens
     rows = [pairs[i:i + per_row] for i in range(0, len(pairs), per_row)]
-    items = [(torch.rand(3, 32, 32), training_sequence(model.tokenizer, n, row)) for row in rows]
+    items = [(torch.rand(3, 32, 32), conversation_sequence(model.tokenizer, n, row))
+             for row in rows]
     return collate(items, model.tokenizer.pad_id)
 
 
@@ -99,46 +100,54 @@ def test_loss_is_taken_on_answer_tokens_only(tiny_model):
     assert tiny_model.tokenizer.decode(targets.tolist()) == "red3"
     assert (targets == eos).sum() == 2
     # padding never contributes: changing the pad tokens leaves the loss unchanged
-    _, loss = tiny_model(b.ids, b.images, b.labels, b.positions, b.mask)
+    _, loss = tiny_model(b.ids, b.images, b.labels)
     ids2 = b.ids.clone()
     ids2[b.ids == tiny_model.tokenizer.pad_id] = 7
-    _, loss2 = tiny_model(ids2, b.images, b.labels, b.positions, b.mask)
+    _, loss2 = tiny_model(ids2, b.images, b.labels)
     torch.testing.assert_close(loss, loss2)
 
 
 def test_loss_matches_a_direct_computation(tiny_model):
     b = _batch(tiny_model, PAIRS[:1])
-    logits, loss = tiny_model(b.ids, b.images, b.labels, b.positions, b.mask)
+    logits, loss = tiny_model(b.ids, b.images, b.labels)
     keep = b.labels[0] != IGNORE_INDEX
     expected = F.cross_entropy(logits[0][keep], b.labels[0][keep])
     torch.testing.assert_close(loss, expected)
-    # one task alone needs no packing: default positions and plain causal attention agree
-    logits2, _ = tiny_model(b.ids, b.images, b.labels)
-    torch.testing.assert_close(logits2, logits)
 
 
-def test_packed_tasks_compute_exactly_as_if_each_were_alone(tiny_model):
+def test_a_conversation_has_the_image_once_and_every_answer_as_a_target(tiny_model):
+    tok, n = tiny_model.tokenizer, tiny_model.config.model.n_visual_tokens
+    seq = conversation_sequence(tok, n, PAIRS)
+    assert seq.ids[: 1 + n] == [tok.bos_id] + [tok.image_id] * n
+    assert seq.ids.count(tok.image_id) == n
+    targets = [t for t in seq.labels if t != IGNORE_INDEX]
+    assert tok.decode(targets) == "".join(a for _, a in PAIRS)
+    assert targets.count(tok.eos_id) == len(PAIRS)
+    # its first turn is exactly what a user's question makes
+    first = tiny_model.prompt_ids(PAIRS[0][0])
+    assert seq.ids[: len(first)] == first
+
+
+def test_the_first_turn_computes_as_if_it_were_alone(tiny_model):
+    """Causal attention: the later turns of a conversation cannot change the first."""
     images = torch.rand(1, 3, 32, 32)
     n = tiny_model.config.model.n_visual_tokens
-    packed = collate([(images[0], training_sequence(tiny_model.tokenizer, n, PAIRS))],
-                     tiny_model.tokenizer.pad_id)
-    logits, _ = tiny_model(packed.ids, packed.images, None, packed.positions, packed.mask)
-    packed_targets = logits[0][packed.labels[0] != IGNORE_INDEX]
-    alone = []
-    for pair in PAIRS:
-        b = collate([(images[0], training_sequence(tiny_model.tokenizer, n, [pair]))],
+    whole = collate([(images[0], conversation_sequence(tiny_model.tokenizer, n, PAIRS))],
                     tiny_model.tokenizer.pad_id)
-        out, _ = tiny_model(b.ids, b.images)
-        alone.append(out[0][b.labels[0] != IGNORE_INDEX])
-    torch.testing.assert_close(packed_targets, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    alone = collate([(images[0], conversation_sequence(tiny_model.tokenizer, n, PAIRS[:1]))],
+                    tiny_model.tokenizer.pad_id)
+    logits, _ = tiny_model(whole.ids, whole.images)
+    logits_alone, _ = tiny_model(alone.ids, alone.images)
+    T = alone.ids.shape[1]
+    torch.testing.assert_close(logits[:, :T], logits_alone, atol=1e-5, rtol=1e-5)
 
 
-def test_visual_tokens_are_written_over_every_image_slot(tiny_model):
+def test_visual_tokens_are_written_over_the_image_slots(tiny_model):
     b = _batch(tiny_model, PAIRS[:2], per_row=2)
     x = tiny_model.embed(b.ids, b.images)
     slots = b.ids[0] == tiny_model.tokenizer.image_id
     visual = tiny_model.projector(tiny_model.vision(b.images))
-    torch.testing.assert_close(x[0, slots], torch.cat([visual[0], visual[0]]))
+    torch.testing.assert_close(x[0, slots], visual[0])
     torch.testing.assert_close(x[0, ~slots], tiny_model.decoder.embed(b.ids[0, ~slots]))
 
 

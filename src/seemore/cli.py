@@ -1,4 +1,5 @@
-"""The `seemore` command: train, eval, caption, ask, draw, generate, data check, plot.
+"""The `seemore` command: train, eval, caption, ask, draw, generate, probe, attend, data check,
+plot.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -125,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
+    p = sub.add_parser("probe", help="what a VLM's image features hold: probes per attribute "
+                                     "of its encoder and projector, and of an untrained twin")
+    p.add_argument("run", help="run or model folder (trained on a built-in world)")
+    p.add_argument("--scenes", type=int, default=3000, help="train images to fit the probes on")
+    p.add_argument("--held-out", type=int, default=800, help="val images to score them on")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+
+    p = sub.add_parser("attend", help="where the answer looks: the attention on the visual "
+                                      "tokens per decoder layer, drawn over the image")
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("image", help="image file")
+    p.add_argument("question", help='for example "what shape is the red object?"')
+    p.add_argument("-o", "--out", default="attention.png", help="the PNG (default: "
+                                                                "attention.png)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+
     p = sub.add_parser("plot", help="draw a run's loss and val curves into a PNG")
     p.add_argument("run", help="run folder (with metrics.jsonl)")
     p.add_argument("-o", "--out", default=None, help="the PNG (default: RUN/curves.png)")
@@ -246,7 +263,7 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
         for name, data in members(dataset_of(model.config)).items():  # a mixture's one by one
             for split in data.eval_splits:
                 key = f"{name}:{split}" if name else split
-                results[key] = evaluate(model, split, n_scenes, data=data)
+                results[key] = evaluate(model, split, n_scenes, data=data, blind=True)
         print(format_table(results))
     if moe_layers(model):
         load = expert_load(model, "test")
@@ -302,18 +319,56 @@ def show_drawings(model, path: Path, n: int = 8) -> str:
     return captions[0]
 
 
+def _png_path(path: str, what: str) -> Path:
+    """The -o path of a picture, checked before any work is done."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"-o {out}: the {what} is written as a PNG; give a .png path")
+    if not out.parent.is_dir():
+        raise UserError(f"-o {out}: no such folder {out.parent}")
+    return out
+
+
 def cmd_draw(args) -> None:
     from seemore.grid import image_grid
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"-o {out}: the drawing is written as a PNG; give a .png path")
-    if not out.parent.is_dir():
-        raise UserError(f"-o {out}: no such folder {out.parent}")
+    out = _png_path(args.out, "drawing")
     model = _load_vlm(args)
     images = model.draw(args.prompt, args.n, args.guidance, temperature=args.temperature,
                         top_k=args.top_k, seed=args.seed)
     (images[0] if args.n == 1 else image_grid(images, [args.prompt] * args.n)).save(out)
+    print(out)
+
+
+def cmd_probe(args) -> None:
+    import torch
+
+    from seemore.models.vlm import VLM
+    from seemore.probe import format_probe_table, probe
+
+    if args.scenes < 10 or args.held_out < 10:
+        raise UserError("--scenes and --held-out must be at least 10")
+    model = _load_vlm(args)
+    torch.manual_seed(model.config.train.seed)  # the run's own initialisation
+    fresh = VLM(model.config, model.tokenizer).to(args.device)
+    result = probe(model, fresh, args.scenes, args.held_out)
+    print(f"probe accuracy on {result['n_test_regions']} held-out objects (linear / MLP), "
+          f"fitted on {result['n_train_regions']}:")
+    print(format_probe_table(result))
+    out = Path(args.run) / "probe.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(out)
+
+
+def cmd_attend(args) -> None:
+    from seemore.attend import answer_attention, attention_shares, plot_attention
+
+    out = _png_path(args.out, "picture")
+    model = _load_vlm(args)
+    answer, attention, pixels = answer_attention(model, args.image, args.question)
+    print(f"{args.question} -> {answer}")
+    print("\n".join(attention_shares(attention)))
+    plot_attention(pixels, attention, f"{args.question} -> {answer}", out)
     print(out)
 
 
@@ -416,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{where}: {question} -> {answer}  (truth: {truth})")
         elif args.command == "draw":
             cmd_draw(args)
+        elif args.command == "probe":
+            cmd_probe(args)
+        elif args.command == "attend":
+            cmd_attend(args)
         elif args.command == "data":
             return cmd_data_check(args)
         elif args.command == "plot":

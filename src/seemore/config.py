@@ -19,7 +19,9 @@ from seemore.data.mixture import parse_sources
 from seemore.data.user import ON_BAD
 from seemore.errors import UserError
 
-FORMAT_VERSION = 1
+# 2: the image comes before the question in every prompt (1 put the question first), so a
+# version-1 model would read its prompts wrongly
+FORMAT_VERSION = 2
 NORMS = ("layernorm", "rmsnorm")
 OBJECTIVES = ("vlm", "clip", "lm", "vq")
 COMPONENTS = ("vision", "projector", "decoder", "text")
@@ -396,7 +398,8 @@ class Config:
         version = d.pop("format_version", FORMAT_VERSION)
         _check(version == FORMAT_VERSION,
                f"config format_version {version} is not supported (this seemore reads "
-               f"{FORMAT_VERSION})")
+               f"{FORMAT_VERSION}; version 1 models put the question before the image, "
+               "retrain them)")
         return _build(cls, d, "")
 
     def save(self, path: str | Path) -> None:

@@ -4,9 +4,12 @@ The result for one split has a stable form, written to ``eval.json`` per split:
 
     {"vqa_accuracy": {"overall": 0.93, "color": 0.99, "shape": ..., "size": ...,
                       "position": ..., "count": ..., "exist": ...},
-     "caption_object_f1": 0.9, "n_images": 500, "n_questions": 2980}
+     "caption_object_f1": 0.9, "n_images": 500, "n_questions": 2980,
+     "blind": {"overall": 0.41, "color": 0.2, ...}}
 
 with one accuracy per question type of the dataset (the digits have "digit" and "verify").
+"blind" holds the accuracies with every image replaced by a blank one (the ViT's mean
+colour): how much of each score the image earns, against what the question alone gives.
 Caption object-F1 is micro-averaged: an object counts as found when a predicted object has
 the same shape, colour, size and position (for the digits: the same digit).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from seemore.data.collate import CAPTION_PROMPT
@@ -38,6 +42,25 @@ def caption_f1(predicted: list[str], truth: list[str], parse: Callable[[str], li
     return 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0
 
 
+def blank_image(model) -> np.ndarray:
+    """A uniform image of the ViT's mean colour, which it normalises to zero: no content."""
+    size = model.config.model.vision.image_size
+    mean = np.array(model.config.model.vision.image_mean) * 255
+    return np.broadcast_to(mean.round().astype(np.uint8), (size, size, 3)).copy()
+
+
+def vqa_accuracy(kinds: list[str], answers: list[str], truths: list[str],
+                 question_types: tuple[str, ...]) -> dict[str, float]:
+    """Exact-match accuracy overall and per question type."""
+    right, total = defaultdict(int), defaultdict(int)
+    for kind, answer, truth in zip(kinds, answers, truths, strict=True):
+        total[kind] += 1
+        right[kind] += answer == truth
+    accuracy = {"overall": sum(right.values()) / max(1, len(answers))}
+    accuracy.update({k: right[k] / total[k] for k in question_types if total[k]})
+    return accuracy
+
+
 def _answer(model, images: list, prompts: list[str], max_new_tokens: int,
             batch_size: int) -> list[str]:
     out = []
@@ -50,10 +73,11 @@ def _answer(model, images: list, prompts: list[str], max_new_tokens: int,
 
 @torch.no_grad()
 def evaluate(model, split: str, n_images: int, with_captions: bool = True,
-             batch_size: int = 256, data=None) -> dict:
+             batch_size: int = 256, data=None, blind: bool = False) -> dict:
     """Greedy answers to every question of images 0..n_images-1 of a split of the run's
     dataset, or of data (all of the split if it holds fewer), and (with_captions) a caption
-    of each that has one."""
+    of each that has one; with blind, the answers to the same questions about a blank
+    image too."""
     was_training = model.training
     model.eval()
     data = data or dataset_of(model.config)
@@ -75,14 +99,12 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
             questions.append(q)
             truths.append(a)
     answers = _answer(model, images, questions, ANSWER_TOKENS, batch_size)
-
-    right, total = defaultdict(int), defaultdict(int)
-    for kind, answer, truth in zip(kinds, answers, truths, strict=True):
-        total[kind] += 1
-        right[kind] += answer == truth
-    accuracy = {"overall": sum(right.values()) / max(1, len(answers))}
-    accuracy.update({k: right[k] / total[k] for k in data.question_types if total[k]})
+    accuracy = vqa_accuracy(kinds, answers, truths, data.question_types)
     result = {"vqa_accuracy": accuracy, "n_images": n_images, "n_questions": len(answers)}
+    if blind:
+        blank = [blank_image(model)] * len(questions)
+        answers = _answer(model, blank, questions, ANSWER_TOKENS, batch_size)
+        result["blind"] = vqa_accuracy(kinds, answers, truths, data.question_types)
 
     captioned = [e for e in examples if e.caption]
     if with_captions and captioned:
@@ -96,14 +118,18 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """A plain-text table: one row per split, one column per metric."""
+    """A plain-text table: one row per split (and one for its blind answers), one column per
+    metric."""
     columns = list(dict.fromkeys(c for r in results.values() for c in r["vqa_accuracy"]))
-    width = max(14, *(len(split) + 2 for split in results))
+    width = max(14, *(len(split) + 8 for split in results))
     header = f"{'split':<{width}}" + "".join(f"{c:>9}" for c in columns) + f"{'caption F1':>12}"
     lines = [header, "-" * len(header)]
     for split, r in results.items():
-        acc = r["vqa_accuracy"]
-        row = f"{split:<{width}}" + "".join(f"{acc.get(c, float('nan')):>9.3f}" for c in columns)
-        row += f"{r.get('caption_object_f1', float('nan')):>12.3f}"
-        lines.append(row)
+        rows = [(split, r["vqa_accuracy"], r.get("caption_object_f1", float("nan")))]
+        if "blind" in r:
+            rows.append((f"{split} blind", r["blind"], float("nan")))
+        for name, acc, f1 in rows:
+            row = f"{name:<{width}}" + "".join(f"{acc.get(c, float('nan')):>9.3f}"
+                                               for c in columns)
+            lines.append(row + (f"{f1:>12.3f}" if f1 == f1 else f"{'':>12}"))
     return "\n".join(lines)

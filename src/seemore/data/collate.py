@@ -1,22 +1,17 @@
 """Token sequences for training and the batches the loop consumes.
 
-A prompt is  <bos> question "\n" <image> x M  and the model writes the answer and <eos>.
-The image comes after the question, so the visual tokens can read the question as they pass
-through the decoder: each one can work out whether it holds the object asked about, and the
-answer position sits at a fixed distance from every visual token. (With the image first, the
-decoder has to learn to search 16 tokens from a variable distance, which took it about six
-times as many examples to start using the image at all.)
+A prompt is  <bos> <image> x M question "\n"  and the model writes the answer and <eos>:
+the image first, as in LLaVA, so that a conversation about it can go on after it.
 
-In training an image carries one task by default. With data.tasks_per_image above 1 it
-carries several (its caption, questions of different types) packed into one sequence; the
-image is encoded once and its visual tokens are written into every task:
+An image's training sequence is a conversation about it: its tasks (the caption, questions
+of different types) one after another, the image once at the start,
 
-    <bos> | question1 \n <image> x M answer1 <eos> | question2 \n <image> x M answer2 <eos> | ...
-    seg 0   segment 1                               segment 2
+    <bos> <image> x M question1 \n answer1 <eos> question2 \n answer2 <eos> ...
 
-Each task attends to <bos> and to its own earlier tokens only, and its RoPE positions
-restart after <bos>, so every task is computed exactly as if it were alone (tested). It
-saves image encodings, but the explicit mask makes a step slower at our sizes.
+with data.tasks_per_image tasks (1 by default: one question or the caption). The first
+turn is exactly the prompt a user's question makes; the later ones are the turns of a
+chat. The image is encoded once and every task of it is supervised, so a step of seven
+tasks per image costs far less than seven steps of one.
 
 A drawing (text-to-image) example is  <bos> caption <boi> code x N <eoi>: the model writes
 the image's N codes after the caption. The data holds placeholders where the codes go; the
@@ -44,46 +39,49 @@ from seemore.tokenizer import Tokenizer
 IGNORE_INDEX = -100
 SEPARATOR = "\n"  # ends the question; the answer follows it
 CAPTION_PROMPT = "describe the image."
-PAD_SEGMENT = -1
 
 
-def prompt_ids(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
-    """<bos>, the question, the separator, then one <image> per visual token."""
-    return [tokenizer.bos_id] + task_prompt(tokenizer, n_visual, question)
-
-
-def task_prompt(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
+def question_ids(tokenizer: Tokenizer, question: str) -> list[int]:
+    """The question and the separator."""
     question = question.strip()
     if not question:
         raise UserError("the question is empty")
-    text = tokenizer.encode(question, what="question") + tokenizer.encode(SEPARATOR)
-    return text + [tokenizer.image_id] * n_visual
+    return tokenizer.encode(question, what="question") + tokenizer.encode(SEPARATOR)
+
+
+def prompt_ids(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
+    """<bos>, one <image> per visual token, the question and the separator."""
+    return [tokenizer.bos_id] + [tokenizer.image_id] * n_visual + question_ids(tokenizer,
+                                                                               question)
 
 
 @dataclass
 class Sequence:
-    """One packed training sequence; all lists have the same length."""
+    """One training sequence: its ids and their labels, of the same length."""
 
     ids: list[int]
     labels: list[int]
-    positions: list[int]  # RoPE positions: restart after <bos> in every segment
-    segments: list[int]  # 0 for <bos>, 1, 2, ... for the tasks
 
 
-def training_sequence(tokenizer: Tokenizer, n_visual: int,
-                      tasks: list[tuple[str, str]]) -> Sequence:
-    """The packed sequence for one image and its (question, answer) tasks."""
-    seq = Sequence([tokenizer.bos_id], [IGNORE_INDEX], [0], [0])
-    for segment, (question, answer) in enumerate(tasks, start=1):
-        prompt = task_prompt(tokenizer, n_visual, question)
+def conversation_sequence(tokenizer: Tokenizer, n_visual: int,
+                          turns: tuple[tuple[str, str], ...] | list[tuple[str, str]]
+                          ) -> Sequence:
+    """One image and a conversation about it, (question, answer) turns, as one causal
+    sequence: the image once after <bos>, the loss on the answers (and their <eos>)."""
+    ids = [tokenizer.bos_id] + [tokenizer.image_id] * n_visual
+    labels = [IGNORE_INDEX] * len(ids)
+    for question, answer in turns:
+        prompt = question_ids(tokenizer, question)
         target = tokenizer.encode(answer, what="answer") + [tokenizer.eos_id]
-        ids = prompt + target
-        seq.ids += ids
         # the last prompt token predicts target[0]; <eos> predicts nothing
-        seq.labels += [IGNORE_INDEX] * (len(prompt) - 1) + target + [IGNORE_INDEX]
-        seq.positions += range(1, 1 + len(ids))
-        seq.segments += [segment] * len(ids)
-    return seq
+        labels += [IGNORE_INDEX] * (len(prompt) - 1) + target + [IGNORE_INDEX]
+        ids += prompt + target
+    return Sequence(ids, labels)
+
+
+def conversation_length(turns: tuple[tuple[str, str], ...], n_visual: int) -> int:
+    """len(conversation_sequence(...).ids) for a character tokenizer, without one."""
+    return 1 + n_visual + sum(len(q.strip()) + len(SEPARATOR) + len(a) + 1 for q, a in turns)
 
 
 def drawing_sequence(tokenizer: Tokenizer, caption: str, n_codes: int,
@@ -94,49 +92,14 @@ def drawing_sequence(tokenizer: Tokenizer, caption: str, n_codes: int,
     ids = [tokenizer.bos_id, *text, tokenizer.boi_id, *[tokenizer.code_ids[0]] * n_codes,
            tokenizer.eoi_id]
     labels = [IGNORE_INDEX] * (len(ids) - 2) + [tokenizer.eoi_id, IGNORE_INDEX]
-    return Sequence(ids, labels, list(range(len(ids))), [0] + [1] * (len(ids) - 1))
-
-
-def conversation_sequence(tokenizer: Tokenizer, n_visual: int,
-                          turns: tuple[tuple[str, str], ...]) -> Sequence:
-    """One image and a multi-turn conversation about it, as one causal sequence:
-
-        <bos> question1 \n <image> x M answer1 <eos> question2 \n answer2 <eos> ...
-
-    The image comes once, after the first question; the loss is on the answers (and their
-    <eos>) only. Every token is one segment, so plain causal attention applies."""
-    ids, labels = [tokenizer.bos_id], [IGNORE_INDEX]
-    for i, (question, answer) in enumerate(turns):
-        prompt = task_prompt(tokenizer, n_visual if i == 0 else 0, question)
-        target = tokenizer.encode(answer, what="answer") + [tokenizer.eos_id]
-        ids += prompt + target
-        labels += [IGNORE_INDEX] * (len(prompt) - 1) + target + [IGNORE_INDEX]
-    return Sequence(ids, labels, list(range(len(ids))), [0] + [1] * (len(ids) - 1))
-
-
-def conversation_length(turns: tuple[tuple[str, str], ...], n_visual: int) -> int:
-    """len(conversation_sequence(...).ids) for a character tokenizer, without one."""
-    return 1 + sum(len(q.strip()) + len(SEPARATOR) + len(a) + 1 for q, a in turns) + n_visual
-
-
-def attention_mask(segments: torch.Tensor) -> torch.Tensor:
-    """Boolean (B, 1, T, T) mask from segment ids (B, T): causal, and a task token sees
-    <bos> (segment 0) and its own segment. A padding token sees only itself, so that no row
-    of the softmax is empty."""
-    T = segments.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
-    same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
-    prefix = (segments == 0)[:, None, :]  # (B, 1, T)
-    real = (segments != PAD_SEGMENT)[:, None, :]
-    eye = torch.eye(T, dtype=torch.bool, device=segments.device)
-    return ((causal & (same | prefix) & real) | eye).unsqueeze(1)
+    return Sequence(ids, labels)
 
 
 class TaskDataset(Dataset):
     """Images ``offset .. offset+length-1`` of one split of a dataset. Each carries
     ``per_image`` of the named tasks ("caption" and question types) that it has, drawn at
-    random but deterministically per image, packed into one sequence; an example with a
-    multi-turn conversation is trained on that instead.
+    random but deterministically per image, as a conversation in a random order; an
+    example with a multi-turn conversation of its own is trained on that instead.
 
     With one task per image, each run of ``group`` consecutive images (set it to the batch
     size) is all drawings, all captions or all questions: drawings in draw_share of the
@@ -183,8 +146,9 @@ class TaskDataset(Dataset):
             captions = group_rng.random() < 1 / n_text_tasks
             kinds = ["caption"] if captions else [k for k in kinds if k != "caption"]
         chosen = rng.choice(len(kinds), size=min(self.per_image, len(kinds)), replace=False)
-        tasks = [available[kinds[c]] for c in chosen]
-        return to_tensor(example.image), training_sequence(self.tokenizer, self.n_visual, tasks)
+        turns = [available[kinds[c]] for c in chosen]
+        return to_tensor(example.image), conversation_sequence(self.tokenizer, self.n_visual,
+                                                               turns)
 
 
 @dataclass
@@ -192,16 +156,15 @@ class Batch:
     images: torch.Tensor | None  # (B, 3, H, W); None for text only
     ids: torch.Tensor  # (B, T), right-padded
     labels: torch.Tensor  # (B, T)
-    positions: torch.Tensor | None  # (B, T); None: 0, 1, 2, ...
-    mask: torch.Tensor | None  # (B, 1, T, T); None when no row packs several tasks
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(None if t is None else t.to(device) for t in (
-            self.images, self.ids, self.labels, self.positions, self.mask)))
+        return Batch(None if self.images is None else self.images.to(device),
+                     self.ids.to(device), self.labels.to(device))
 
 
 def collate(items: list[tuple[torch.Tensor, Sequence]], pad_id: int) -> Batch:
-    """Stack images; right-pad ids (pad_id), labels (IGNORE_INDEX) and segments."""
+    """Stack images; right-pad ids (pad_id) and labels (IGNORE_INDEX). Right padding is
+    invisible to the real tokens under causal attention."""
     width = max(len(seq.ids) for _, seq in items)
 
     def pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -211,10 +174,5 @@ def collate(items: list[tuple[torch.Tensor, Sequence]], pad_id: int) -> Batch:
         return out
 
     seqs = [seq for _, seq in items]
-    segments = pad([s.segments for s in seqs], PAD_SEGMENT)
-    # one task per row: right padding is invisible to the real tokens under plain causal
-    # attention, which is much faster than an explicit mask
-    packed = any(max(s.segments) > 1 for s in seqs)
     return Batch(torch.stack([image for image, _ in items]), pad([s.ids for s in seqs], pad_id),
-                 pad([s.labels for s in seqs], IGNORE_INDEX), pad([s.positions for s in seqs], 0),
-                 attention_mask(segments) if packed else None)
+                 pad([s.labels for s in seqs], IGNORE_INDEX))

@@ -105,6 +105,10 @@ class Digits:
                      ("verify", verify_question(asked), "yes" if asked == label else "no")]
         return Labelled(image, caption(label), questions)
 
+    def regions(self, split: str, index: int) -> list[tuple[tuple[float, ...], dict[str, str]]]:
+        """The whole image and its digit: what probe.py asks the image features to tell."""
+        return [((0.0, 0.0, 1.0, 1.0), {"digit": NAMES[self.scan(split, index)[1]]})]
+
     def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
         image, label = self.scan(split, index)
         return image, caption(label)

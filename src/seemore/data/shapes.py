@@ -224,6 +224,16 @@ class ShapesWorld:
         scene = self.scene(split, index)
         return Labelled(scene.image, caption(scene.objects), self.questions(split, index, scene))
 
+    def regions(self, split: str, index: int) -> list[tuple[tuple[float, ...], dict[str, str]]]:
+        """Each object's grid cell (x0, y0, x1, y1, fractions of the image side) and its
+        shape, colour and size: what probe.py asks the image features to tell."""
+        out = []
+        for o in self.scene(split, index).objects:
+            row, col = divmod(POSITIONS.index(o.position), 3)
+            out.append(((col / 3, row / 3, (col + 1) / 3, (row + 1) / 3),
+                        {"shape": o.shape, "color": o.color, "size": o.size}))
+        return out
+
     def pair(self, split: str, index: int) -> tuple[np.ndarray, str]:
         """(image, caption): labelled without the questions, which cost half as much again."""
         scene = self.scene(split, index)

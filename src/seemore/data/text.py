@@ -64,4 +64,4 @@ class TextWindows(Dataset):
 def collate_text(windows: list[torch.Tensor]) -> Batch:
     """A text-only Batch: no images, every position a target."""
     rows = torch.stack(windows)
-    return Batch(None, rows[:, :-1], rows[:, 1:], None, None)
+    return Batch(None, rows[:, :-1], rows[:, 1:])

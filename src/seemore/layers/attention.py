@@ -30,13 +30,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(n_heads * self.head_dim, dim)  # residual projection
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
-                n_queries: int | None = None) -> torch.Tensor:
-        """x: (B, T, dim). mask: boolean (B, 1, T, S), True where a query may attend; None
-        means full attention, or causal attention for a causal layer. start: where x begins
-        in the KV cache, when one is attached (see KVCache.update). n_queries: return only
-        the first n positions' outputs (all positions still serve as keys and values)."""
+    def project(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, nh, T, hd), keys and values (B, nkv, T, hd) of x (B, T, dim), with
+        QK-norm and RoPE applied."""
         B, T, _ = x.shape
         nh, nkv = self.n_heads, self.n_kv_heads
         qkv = self.qkv(x).view(B, T, nh + 2 * nkv, self.head_dim).transpose(1, 2)
@@ -47,7 +44,17 @@ class Attention(nn.Module):
             qk = F.rms_norm(qk, (self.head_dim,)) * gain
         if rope is not None:
             qk = apply_rope(qk, *rope)  # queries and keys in one pass: fewer kernels per step
-        q, k = qk[:, :nh], qk[:, nh:]  # (B, nh, T, hd), (B, nkv, T, hd)
+        return qk[:, :nh], qk[:, nh:], v
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
+                n_queries: int | None = None) -> torch.Tensor:
+        """x: (B, T, dim). mask: boolean (B, 1, T, S), True where a query may attend; None
+        means full attention, or causal attention for a causal layer. start: where x begins
+        in the KV cache, when one is attached (see KVCache.update). n_queries: return only
+        the first n positions' outputs (all positions still serve as keys and values)."""
+        B, T, _ = x.shape
+        q, k, v = self.project(x, rope)  # (B, nh, T, hd), (B, nkv, T, hd), (B, nkv, T, hd)
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
         if n_queries is not None:
@@ -55,7 +62,7 @@ class Attention(nn.Module):
         # a single new query may see every cached key, so it needs no causal mask
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=self.causal and mask is None and T > 1,
-            enable_gqa=nkv != nh,
+            enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, nh, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, nh * self.head_dim)  # (B, T, nh * hd)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hd)
         return self.proj(y)

@@ -11,6 +11,20 @@ from seemore.layers.conv_stem import ConvStem
 from seemore.layers.norm import make_norm
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) row-major: a quarter of the channels are sines of the column at
+    geometric frequencies, a quarter their cosines, and the other half the same of the row."""
+    quarter = dim // 4
+    frequencies = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    parts = []
+    for coordinate in (cols.flatten(), rows.flatten()):
+        angles = coordinate[:, None].double() * frequencies  # (grid*grid, quarter)
+        parts += [angles.sin(), angles.cos()]
+    table = torch.cat(parts, dim=1).float()  # (grid*grid, 4 * quarter)
+    return F.pad(table, (0, dim - table.shape[1]))
+
+
 class ViT(nn.Module):
     def __init__(self, config: VisionConfig, moe: MoEConfig | None = None):
         super().__init__()
@@ -29,6 +43,12 @@ class ViT(nn.Module):
         )
         self.norm = make_norm(c.norm, c.dim)
         init_weights(self, c.n_layers)
+        with torch.no_grad():
+            # a learned position embedding that starts as a 2-D sine-cosine table (as MAE's
+            # fixed one): every patch knows its row and column from the first step. From
+            # random std-0.02 values, a tenth of the patches' scale, the VLM took most of its
+            # training to tell where an object is (README, "Making the default model see").
+            self.pos_embed[0, 1:] = sincos_2d(c.grid_size, c.dim)
         if c.stem == "conv":
             self.patch_embed.reset_parameters()  # fan-in scaled, not the blocks' std 0.02
         self.register_buffer("pixel_mean", torch.tensor(c.image_mean).view(1, 3, 1, 1),

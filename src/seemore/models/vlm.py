@@ -71,9 +71,8 @@ class VLM(nn.Module):
 
     def embed(self, ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings (B, T, D) with visual tokens written over the <image> slots: the
-        k-th slot of a row gets visual token k mod M of the row's image, so a packed row
-        with several tasks repeats its image in each. Image codes (between <boi> and <eoi>)
-        get the embedding of their place in the image added."""
+        k-th slot of a row gets visual token k of the row's image. Image codes (between
+        <boi> and <eoi>) get the embedding of their place in the image added."""
         x = self.decoder.embed(ids)  # (B, T, D)
         if self.vq is not None:
             codes = self.code_slots(ids)
@@ -85,32 +84,27 @@ class VLM(nn.Module):
         cls_only = self.config.model.projector.tokens == "cls"
         visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
         M = visual.shape[1]
-        if bool((slots.sum(-1) % M).any()):
-            raise ValueError(f"every row needs a multiple of {M} <image> slots, got "
-                             f"{slots.sum(-1).tolist()}")
-        which = (slots.cumsum(-1) - 1).clamp(min=0) % M  # (B, T): visual token per slot
+        if bool((slots.sum(-1) != M).any()):
+            raise ValueError(f"every row needs {M} <image> slots, got {slots.sum(-1).tolist()}")
+        which = (slots.cumsum(-1) - 1).clamp(min=0)  # (B, T): visual token per slot
         picked = visual.gather(1, which.unsqueeze(-1).expand(-1, -1, visual.shape[-1]))
         return torch.where(slots.unsqueeze(-1), picked.to(x.dtype), x)
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None,
-                labels: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None
+                labels: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training forward on right-padded ids (B, T). labels (B, T) hold the target of each
-        position's next-token prediction, already shifted, IGNORE_INDEX where no loss is
-        taken. positions (B, T) and a boolean mask (B, 1, T, T) describe packed sequences
-        (see data/collate.py); by default positions count from 0 and attention is causal.
-        Returns (logits, mean loss over target tokens or None)."""
-        if positions is None:
-            positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        """Training forward on right-padded ids (B, T), causal. labels (B, T) hold the target
+        of each position's next-token prediction, already shifted, IGNORE_INDEX where no
+        loss is taken. Returns (logits, mean loss over target tokens or None)."""
         context = self.config.model.decoder.max_seq_len
-        if int(positions.max()) >= context:
-            raise UserError(f"a training sequence reaches position {int(positions.max())} but "
-                            f"the model's context (model.decoder.max_seq_len) is {context}")
+        if ids.shape[1] > context:
+            raise UserError(f"a training sequence is {ids.shape[1]} tokens long but the "
+                            f"model's context (model.decoder.max_seq_len) is {context}")
         if self.vq is not None and images is not None:
             ids, labels = self.write_codes(ids, labels, images)
         x = self.embed(ids, images)
-        logits = self.decoder(x, positions, mask)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        logits = self.decoder(x, positions)
         if labels is None:
             return logits, None
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
@@ -146,7 +140,7 @@ class VLM(nn.Module):
     def loss(self, batch) -> torch.Tensor:
         """The training loss of a data.collate.Batch: cross-entropy, plus the routers'
         auxiliary losses when there are mixture-of-experts layers."""
-        loss = self(batch.ids, batch.images, batch.labels, batch.positions, batch.mask)[1]
+        loss = self(batch.ids, batch.images, batch.labels)[1]
         return loss + router_loss(self, self.config.model.moe)
 
     # --- the friendly API -----------------------------------------------------------------
