@@ -31,6 +31,14 @@ def test_overrides_are_typed_and_return_a_new_config():
     assert base.model.decoder.dim == 64
 
 
+def test_tasks_per_image_0_means_every_task_of_the_run():
+    default = get_preset("default")
+    assert default.data.tasks_per_image == 0 and default.tasks_per_image == 7
+    assert apply_overrides(default, ["data.tasks=caption,shape"]).tasks_per_image == 2
+    assert apply_overrides(default, ["data.dataset=digits"]).tasks_per_image == 3
+    assert get_preset("long").model == default.model
+
+
 @pytest.mark.parametrize("override, message", [
     ("nope.key=1", "unknown config key"),
     ("train.steps=ten", "expected a value of type int"),
@@ -41,6 +49,7 @@ def test_overrides_are_typed_and_return_a_new_config():
     ("train.vision_lr=-1e-3", "train.vision_lr positive or 0"),
     ("model.tokenizer=word", "model.tokenizer must be 'char' or 'bpe'"),
     ("model.bpe_vocab_size=100", "at least 256"),
+    ("data.tasks_per_image=8", "between 1 and 7, or 0 for all of them"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

@@ -1,8 +1,9 @@
 """`seemore plot RUN`: the training curves of a run, from its metrics.jsonl, as a PNG.
 
 Left: training loss by step (and the learning rate, on its own axis). Right: what the
-periodic evaluations measured on val: VQA accuracy for a VLM, image->text recall@5 for a
-CLIP run; absent when the run did not evaluate.
+periodic evaluations measured on val against the training samples seen: VQA accuracy for a
+VLM, overall and per question type, image->text recall@5 for a CLIP run; absent when the
+run did not evaluate.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     if not steps:
         raise UserError(f"{path}: no training steps logged yet")
     return steps, evals
+
+
+def per_type(result: dict) -> dict[str, float]:
+    """A VLM evaluation's accuracy per question type (empty for other objectives)."""
+    return {k: v for k, v in result.get("vqa_accuracy", {}).items() if k != "overall"}
 
 
 def val_score(result: dict) -> tuple[str, float] | None:
@@ -64,9 +70,15 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     lr.set_ylabel("learning rate", color="tab:gray")
     if scores:
         ax = axes[0][1]
-        ax.plot([step for step, _ in scores], [score for _, (_, score) in scores], "o-",
-                color="tab:green")
-        ax.set_xlabel("step")
+        batch = json.loads((run / "config.json").read_text())["train"]["batch_size"]
+        seen = [step * batch for step, _ in scores]
+        ax.plot(seen, [score for _, (_, score) in scores], "o-", color="black", lw=2,
+                label="overall")
+        for name in per_type(evals[0]["val"]):
+            ax.plot(seen, [per_type(e["val"])[name] for e in evals], lw=1, label=name)
+        if per_type(evals[0]["val"]):
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set_xlabel("training samples seen")
         ax.set_ylabel(scores[0][1][0])
         ax.set_ylim(0, 1)
     fig.suptitle(run.name)

@@ -8,10 +8,10 @@ of different types) one after another, the image once at the start,
 
     <bos> <image> x M question1 \n answer1 <eos> question2 \n answer2 <eos> ...
 
-with data.tasks_per_image tasks (1 by default: one question or the caption). The first
-turn is exactly the prompt a user's question makes; the later ones are the turns of a
-chat. The image is encoded once and every task of it is supervised, so a step of seven
-tasks per image costs far less than seven steps of one.
+with data.tasks_per_image tasks (the default preset: all seven; 1: one question or the
+caption alone). The first turn is exactly the prompt a user's question makes; the later
+ones are the turns of a chat. The image is encoded once and every task of it is
+supervised, so a step of seven tasks per image costs far less than seven steps of one.
 
 A drawing (text-to-image) example is  <bos> caption <boi> code x N <eoi>: the model writes
 the image's N codes after the caption. The data holds placeholders where the codes go; the

@@ -183,7 +183,7 @@ def training_data(model: VLM | CLIP | VQVAE, config: Config, split: str = "train
                               length, t.seed)
         return windows, collate_text
     dataset = TaskDataset(dataset_of(config), split, model.tokenizer,
-                          config.model.n_visual_tokens, config.task_names, d.tasks_per_image,
+                          config.model.n_visual_tokens, config.task_names, config.tasks_per_image,
                           length=length, group=t.batch_size, n_codes=config.model.n_image_codes,
                           draw_share=d.draw_share, uncond_share=d.uncond_share)
     return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
