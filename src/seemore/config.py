@@ -478,7 +478,7 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(batch_size=16, lr=1e-3),
     ),
 }
-# the default model trained four times as long (about an hour on 2 CPU cores)
+# the default model trained four times as long (not yet measured; README)
 PRESETS["long"] = dataclasses.replace(
     PRESETS["default"], preset="long",
     train=dataclasses.replace(PRESETS["default"].train, steps=4000, eval_every=500))

@@ -74,9 +74,10 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
         seen = [step * batch for step, _ in scores]
         ax.plot(seen, [score for _, (_, score) in scores], "o-", color="black", lw=2,
                 label="overall")
-        for name in per_type(evals[0]["val"]):
+        types = per_type(evals[0]["val"])
+        for name in types:
             ax.plot(seen, [per_type(e["val"])[name] for e in evals], lw=1, label=name)
-        if per_type(evals[0]["val"]):
+        if types:
             ax.legend(fontsize=8, loc="lower right")
         ax.set_xlabel("training samples seen")
         ax.set_ylabel(scores[0][1][0])
