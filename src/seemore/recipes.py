@@ -38,13 +38,13 @@ class Stage:
 
 
 # the model of the first default preset (patch stem, characters, 16 visual tokens of pixel
-# shuffle 2, 8 decoder heads, one task per image, lr 1e-3), with which the clip, llava and unified
-# figures in README were measured; those recipes keep it until they are measured on the
-# current one
+# shuffle 2, 8 decoder heads, one task per image, lr 1e-3), with which the clip, llava and
+# unified figures in README were measured; those recipes keep it until they are measured
+# on the current one
 FIRST_DEFAULT = ("model.vision.stem=patch", "model.tokenizer=char",
                  "model.projector.pixel_shuffle=2", "model.decoder.n_heads=8",
-                 "model.decoder.max_seq_len=192",
-                 "data.tasks_per_image=1", "train.lr=1e-3", "train.vision_lr=0")
+                 "model.decoder.max_seq_len=192", "data.tasks_per_image=1", "train.lr=1e-3",
+                 "train.vision_lr=0")
 CLIP = (*FIRST_DEFAULT, "train.objective=clip", "train.batch_size=128", "train.lr=1e-3")
 # the two stages of `unified` train in under 30 minutes on 2 CPU cores. The share of 500
 # test images whose reconstruction the cell judge of benchmarks/bench_draw.py reads fully
