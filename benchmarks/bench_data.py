@@ -43,7 +43,7 @@ BATCH = 64
 def loader(data: UserDataset, model, workers: int, batches: int) -> DataLoader:
     config = model.config
     tasks = TaskDataset(data, "train", model.tokenizer, config.model.n_visual_tokens,
-                        config.data.task_names, 1, length=BATCH * batches, group=BATCH)
+                        config.task_names, 1, length=BATCH * batches, group=BATCH)
     return DataLoader(tasks, batch_size=BATCH, num_workers=workers,
                       collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
 

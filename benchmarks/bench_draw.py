@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50, help="prompts drawn at once")
     parser.add_argument("--grid", default=None, help="write the first 8 drawings here (PNG)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cell-judge-steps", type=int, default=1500,
+                        help="training steps of the cell judge (batches of 64 scenes)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -154,7 +156,7 @@ def main() -> None:
     scores = {name: vlm_judge(judge_model, images, objects, 400)
               for name, images in sets.items()} if judge_model else {}
     start = time.perf_counter()
-    cells = train_cell_judge()
+    cells = train_cell_judge(args.cell_judge_steps)
     cell_judge_s = time.perf_counter() - start
     cell_scores = {name: cell_judge(cells, images, objects) for name, images in sets.items()}
 

@@ -34,7 +34,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
+    parser.add_argument("--modes", default="cache,compiled,nocache",
+                        help="which of cache, compiled and nocache to time")
     args = parser.parse_args()
+    modes = {"cache": dict(use_cache=True), "compiled": dict(use_cache=True, compile=True),
+             "nocache": dict(use_cache=False)}
+    unknown = set(args.modes.split(",")) - set(modes)
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(sorted(unknown))}; choose from "
+                     f"{', '.join(modes)}")
+    modes = {m: modes[m] for m in args.modes.split(",")}
 
     torch.manual_seed(0)
     config = get_preset(args.preset)
@@ -45,8 +54,6 @@ def main() -> None:
     print(f"preset {args.preset} (context {context}), {args.new_tokens} new greedy tokens, "
           f"fp32, median of {args.repeats}")
     figures = {"benchmark": "generate", "preset": args.preset, "new_tokens": args.new_tokens}
-    modes = {"cache": dict(use_cache=True), "compiled": dict(use_cache=True, compile=True),
-             "nocache": dict(use_cache=False)}
     for batch in map(int, args.batch_sizes.split(",")):
         images = torch.randn(batch, 3, size, size)
         prompts = [model.prompt_ids(QUESTION)] * batch

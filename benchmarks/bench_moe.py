@@ -11,9 +11,9 @@ The dense model is seemore-classic with its decoder MLPs top_k times as wide (ml
   16 x 34 tokens (the random training batch below) and 16 x 69 (the mean batch of seemoe
   training on the shapes world: 1,109 tokens, padding included)
 - training samples/s (random batches of 16, text length 32, as bench_train.py)
-- greedy generation tokens/s with the KV cache, 200 new tokens, batch 1 and 16, fp32
-- validation loss (teacher-forced cross-entropy on 1,024 val examples of the shapes world)
-  after --steps steps of each, same seed and data
+- greedy generation tokens/s with the KV cache, --new-tokens (200), batch 1 and 16, fp32
+- validation loss (teacher-forced cross-entropy on --val-examples (1,024) val examples of
+  the shapes world) after --steps steps of each, same seed and data
 
 Speed figures are medians of --repeats timings; the losses are one training run each.
 """
@@ -70,7 +70,7 @@ def layer_cost(precision: str, tokens: int, repeats: int) -> dict:
 
 
 @torch.no_grad()
-def val_loss(model, n: int = 1024) -> float:
+def val_loss(model, n: int) -> float:
     model.eval()
     dataset, collate = training_data(model, model.config, "val", n)
     total = count = 0.0
@@ -85,8 +85,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps for val loss")
     parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
+    parser.add_argument("--new-tokens", type=int, default=200, help="tokens per generation")
+    parser.add_argument("--val-examples", type=int, default=1024,
+                        help="val examples the loss is measured on")
     args = parser.parse_args()
-    figures = {"benchmark": "moe", "steps": args.steps}
+    figures = {"benchmark": "moe", "steps": args.steps, "new_tokens": args.new_tokens,
+               "val_examples": args.val_examples}
 
     for tokens in (34, 69):
         for precision in ("bf16", "fp32"):
@@ -115,7 +119,7 @@ def main() -> None:
         model.eval()
         question = model.prompt_ids("what color is the large circle?")
         context = config.model.decoder.max_seq_len
-        new = min(200, context - len(question))
+        new = min(args.new_tokens, context - len(question))
         for b in (1, 16):
             images = torch.randn(b, 3, config.model.vision.image_size,
                                  config.model.vision.image_size)
@@ -133,7 +137,7 @@ def main() -> None:
                                                      "train.eval_every=0"]), out,
                             progress=False)
         figures[f"{name}_train_s"] = round(time.perf_counter() - start, 1)
-        figures[f"{name}_val_loss"] = round(val_loss(trained), 4)
+        figures[f"{name}_val_loss"] = round(val_loss(trained, args.val_examples), 4)
         print(f"{name}: {params / 1e6:.2f} M parameters, "
               f"{figures[f'{name}_train_samples_per_s']} training samples/s, generation "
               f"{figures[f'{name}_generate_tokens_per_s_batch1']} tokens/s at batch 1 and "

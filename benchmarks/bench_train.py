@@ -26,6 +26,20 @@ from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.train.loop import autocast_dtype, build_model  # noqa: E402
 
 
+def stem_macs(v) -> int:
+    """Multiply-adds of the patch embedding, or of the convolutional stem's 3x3 stages
+    (channels doubling up to dim, each halving the side) and its final 1x1."""
+    if v.stem == "patch":
+        return 3 * v.patch_size**2 * v.dim * v.grid_size**2
+    n_stages = v.patch_size.bit_length() - 1
+    macs, c_in, side = 0, 3, v.image_size
+    for i in range(n_stages):
+        c_out, side = v.dim >> (n_stages - 1 - i), (side + 1) // 2
+        macs += 9 * c_in * c_out * side**2
+        c_in = c_out
+    return macs + c_in * v.dim * side**2
+
+
 def step_flops(config, batch: int, text_len: int) -> float:
     v, d, m = config.model.vision, config.model.decoder, config.model
 
@@ -36,7 +50,7 @@ def step_flops(config, batch: int, text_len: int) -> float:
     vit_tokens = 1 + v.grid_size**2
     vit_ffn = 2 * v.dim * int(v.dim * v.mlp_ratio)
     vit = (4 * v.dim**2 * v.n_layers + vit_ffn * ffns("vision", v.n_layers)) * vit_tokens
-    vit += 2 * v.n_layers * vit_tokens**2 * v.dim + 3 * v.patch_size**2 * v.dim * v.grid_size**2
+    vit += 2 * v.n_layers * vit_tokens**2 * v.dim + stem_macs(v)
     dec_tokens = 1 + m.n_visual_tokens + text_len
     kv_dim = d.kv_heads * d.dim // d.n_heads
     attn = d.dim * (2 * d.dim + 2 * kv_dim) * d.n_layers

@@ -1,0 +1,75 @@
+"""Every benchmark script runs at its smallest setting and ends with one JSON line of its
+figures, so that none of them rots. (Their figures come from running them in full; README.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seemore.config import apply_overrides, get_preset
+from seemore.train.loop import train
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == script.removeprefix("bench_").removesuffix(".py")
+    return figures
+
+
+def test_bench_train():
+    figures = run_benchmark("bench_train.py", "--preset", "tiny", "--batch-size", "4",
+                            "--text-len", "8", "--steps", "1", "--repeats", "1")
+    assert figures["samples_per_s"] > 0
+
+
+def test_bench_train_counts_the_conv_stem():
+    sys.path.insert(0, str(BENCHMARKS))
+    from bench_train import step_flops
+
+    patch = get_preset("tiny")
+    conv = apply_overrides(patch, ["model.vision.stem=conv"])
+    # 32 px, patch 8, dim 64: 3x3 convs 3->16 at 16 px, 16->32 at 8, 32->64 at 4, then 1x1
+    stem = 9 * (3 * 16 * 256 + 16 * 32 * 64 + 32 * 64 * 16) + 64 * 64 * 16
+    assert step_flops(conv, 1, 8) - step_flops(patch, 1, 8) == 6 * (stem - 3 * 64 * 64 * 16)
+
+
+def test_bench_generate():
+    figures = run_benchmark("bench_generate.py", "--preset", "tiny", "--new-tokens", "4",
+                            "--batch-sizes", "2", "--repeats", "1", "--modes", "cache,nocache")
+    assert figures["tokens_per_s_batch2_cache"] > 0
+
+
+def test_bench_moe():
+    figures = run_benchmark("bench_moe.py", "--steps", "1", "--repeats", "1", "--new-tokens",
+                            "4", "--val-examples", "64")
+    assert figures["seemoe_val_loss"] > 0
+
+
+def test_bench_data():
+    figures = run_benchmark("bench_data.py", "--images", "12", "--batches", "1",
+                            "--repeats", "1")
+    assert figures["slowest_pipeline_over_step"] > 0
+
+
+@pytest.mark.parametrize("judge", [False, True])
+def test_bench_draw(tmp_path_factory, trained_run, judge):
+    vq = tmp_path_factory.mktemp("vq")
+    train(apply_overrides(get_preset("tiny"), ["train.objective=vq", "train.steps=2"]), vq,
+          progress=False)
+    drawer = tmp_path_factory.mktemp("drawer")
+    train(apply_overrides(get_preset("tiny"), [f"train.vq_from={vq}", "train.steps=2",
+                                               "model.decoder.max_seq_len=256"]), drawer,
+          progress=False)
+    args = ["--run", str(drawer), "--prompts", "5", "--batch-size", "5",
+            "--cell-judge-steps", "1"]
+    figures = run_benchmark("bench_draw.py", *args, *(["--judge", str(trained_run[0])]
+                                                       if judge else []))
+    assert 0 <= figures["cells_generated_fully_faithful"] <= 1
+    assert ("generated_fully_faithful" in figures) == judge
