@@ -465,7 +465,7 @@ PRESETS: dict[str, Config] = {
             tokenizer="bpe",
         ),
         data=DataConfig(tasks_per_image=0),
-        train=TrainConfig(steps=1000, lr=2e-3, vision_lr=5e-4, eval_every=200),
+        train=TrainConfig(steps=1500, lr=2e-3, vision_lr=5e-4, eval_every=250),
     ),
     "seemore-classic": Config(
         preset="seemore-classic",
