@@ -58,8 +58,9 @@ def test_bench_data():
     assert figures["slowest_pipeline_over_step"] > 0
 
 
-@pytest.mark.parametrize("judge", [False, True])
-def test_bench_draw(tmp_path_factory, trained_run, judge):
+@pytest.fixture(scope="module")
+def drawing_run(tmp_path_factory):
+    """A tiny model that draws, barely trained (bench_draw only needs one to run)."""
     vq = tmp_path_factory.mktemp("vq")
     train(apply_overrides(get_preset("tiny"), ["train.objective=vq", "train.steps=2"]), vq,
           progress=False)
@@ -67,7 +68,12 @@ def test_bench_draw(tmp_path_factory, trained_run, judge):
     train(apply_overrides(get_preset("tiny"), [f"train.vq_from={vq}", "train.steps=2",
                                                "model.decoder.max_seq_len=256"]), drawer,
           progress=False)
-    args = ["--run", str(drawer), "--prompts", "5", "--batch-size", "5",
+    return drawer
+
+
+@pytest.mark.parametrize("judge", [False, True])
+def test_bench_draw(drawing_run, trained_run, judge):
+    args = ["--run", str(drawing_run), "--prompts", "5", "--batch-size", "5",
             "--cell-judge-steps", "1"]
     figures = run_benchmark("bench_draw.py", *args, *(["--judge", str(trained_run[0])]
                                                        if judge else []))
