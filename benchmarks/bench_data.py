@@ -34,8 +34,9 @@ from image_folder import write_csv, write_folder  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.data.collate import TaskDataset, collate  # noqa: E402
+from seemore.data.datasets import task_names  # noqa: E402
 from seemore.data.user import UserDataset  # noqa: E402
-from seemore.train.loop import build_model  # noqa: E402
+from seemore.objectives import build_model  # noqa: E402
 
 BATCH = 64
 
@@ -43,7 +44,7 @@ BATCH = 64
 def loader(data: UserDataset, model, workers: int, batches: int) -> DataLoader:
     config = model.config
     tasks = TaskDataset(data, "train", model.tokenizer, config.model.n_visual_tokens,
-                        config.task_names, 1, length=BATCH * batches, group=BATCH)
+                        task_names(config), 1, length=BATCH * batches, group=BATCH)
     return DataLoader(tasks, batch_size=BATCH, num_workers=workers,
                       collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
 

@@ -39,9 +39,9 @@ from common import emit, machine  # noqa: E402
 
 from seemore.data.images import to_pil, to_tensor  # noqa: E402
 from seemore.data.shapes import POSITIONS, ShapesWorld, place_phrase  # noqa: E402
+from seemore.evaluation.reconstruction import evaluate_vq  # noqa: E402
 from seemore.grid import image_grid  # noqa: E402
-from seemore.models.folder import load_folder  # noqa: E402
-from seemore.reconstruction import evaluate_vq  # noqa: E402
+from seemore.objectives.load import load_folder  # noqa: E402
 
 ATTRIBUTES = ("shape", "color", "size", "position")
 

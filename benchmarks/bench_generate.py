@@ -23,7 +23,7 @@ from common import emit, machine, median_time  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.generation import generate  # noqa: E402
-from seemore.train.loop import build_model  # noqa: E402
+from seemore.objectives import build_model  # noqa: E402
 
 QUESTION = "what color is the large circle?"
 

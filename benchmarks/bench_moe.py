@@ -34,7 +34,8 @@ from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.generation import generate  # noqa: E402
 from seemore.layers.mlp import MLP  # noqa: E402
 from seemore.layers.moe import MoE  # noqa: E402
-from seemore.train.loop import autocast_context, build_model, train, training_data  # noqa: E402
+from seemore.objectives import build_model, training_data  # noqa: E402
+from seemore.train.loop import autocast_context, train  # noqa: E402
 
 
 def configs() -> dict:

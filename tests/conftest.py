@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from seemore.config import apply_overrides, get_preset
-from seemore.train.loop import build_model, train
+from seemore.objectives import build_model
+from seemore.train.loop import train
 
 
 @pytest.fixture(autouse=True)

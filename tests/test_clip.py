@@ -10,10 +10,11 @@ from seemore import load
 from seemore.cli import main
 from seemore.config import apply_overrides, get_preset
 from seemore.errors import UserError
+from seemore.evaluation.retrieval import evaluate_clip, recall_at_k
 from seemore.models.clip import CLIP, info_nce_loss, sigmoid_loss
-from seemore.models.folder import load_components
-from seemore.retrieval import evaluate_clip, recall_at_k
-from seemore.train.loop import build_model, make_optimizer, prepare, train
+from seemore.objectives import build_model
+from seemore.objectives.load import load_components
+from seemore.train.loop import make_optimizer, prepare, train
 
 
 def _unit(rows):

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from seemore.config import PRESETS, Config, apply_overrides, get_preset
+from seemore.data.datasets import task_names, tasks_per_image
 from seemore.errors import UserError
 
 
@@ -33,10 +34,12 @@ def test_overrides_are_typed_and_return_a_new_config():
 
 def test_tasks_per_image_0_means_every_task_of_the_run():
     default = get_preset("default")
-    assert default.data.tasks_per_image == 0 and default.tasks_per_image == 7
-    assert apply_overrides(default, ["data.tasks=caption,shape"]).tasks_per_image == 2
-    assert apply_overrides(default, ["data.dataset=digits"]).tasks_per_image == 3
+    assert default.data.tasks_per_image == 0 and tasks_per_image(default) == 7
+    assert tasks_per_image(apply_overrides(default, ["data.tasks=caption,shape"])) == 2
+    assert tasks_per_image(apply_overrides(default, ["data.dataset=digits"])) == 3
     assert get_preset("long").model == default.model
+    with pytest.raises(UserError, match="between 1 and 7, or 0 for all of them"):
+        task_names(apply_overrides(default, ["data.tasks_per_image=8"]))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -49,7 +52,7 @@ def test_tasks_per_image_0_means_every_task_of_the_run():
     ("train.vision_lr=-1e-3", "train.vision_lr positive or 0"),
     ("model.tokenizer=word", "model.tokenizer must be 'char' or 'bpe'"),
     ("model.bpe_vocab_size=100", "at least 256"),
-    ("data.tasks_per_image=8", "between 1 and 7, or 0 for all of them"),
+    ("data.tasks_per_image=-1", "data.tasks_per_image must be >= 1, or 0"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seemore.config import apply_overrides, get_preset
-from seemore.data.datasets import DATASETS, dataset_of, open_dataset
+from seemore.data.datasets import DATASETS, dataset_of, open_dataset, task_names
 from seemore.errors import UserError
 
 
@@ -21,10 +21,11 @@ def test_pair_is_labelled_without_the_questions(name):
 
 def test_tasks_are_checked_against_the_dataset():
     config = apply_overrides(get_preset("tiny"), ["data.dataset=digits"])
-    assert config.task_names == ("caption", "digit", "verify")
-    assert get_preset("tiny").task_names[:3] == ("caption", "color", "shape")
+    assert task_names(config) == ("caption", "digit", "verify")
+    assert task_names(get_preset("tiny"))[:3] == ("caption", "color", "shape")
     with pytest.raises(UserError, match="color is not a task of data.dataset=digits"):
-        apply_overrides(get_preset("tiny"), ["data.dataset=digits", "data.tasks=color"])
+        task_names(apply_overrides(get_preset("tiny"), ["data.dataset=digits",
+                                                        "data.tasks=color"]))
     config = apply_overrides(get_preset("tiny"), ["data.dataset=mnist"])  # a path, perhaps
     with pytest.raises(UserError, match="mnist: no such dataset; give shapes, digits or"):
         dataset_of(config)

@@ -8,7 +8,7 @@ from PIL import Image
 from seemore.attend import answer_attention
 from seemore.cli import main
 from seemore.data.shapes import ShapesWorld
-from seemore.evaluation import evaluate
+from seemore.evaluation.vqa import evaluate
 from seemore.probe import coverage, fit_probe
 
 

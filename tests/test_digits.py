@@ -10,7 +10,7 @@ from PIL import Image
 from seemore.cli import main
 from seemore.config import apply_overrides, get_preset
 from seemore.data import digits
-from seemore.evaluation import evaluate
+from seemore.evaluation.vqa import evaluate
 from seemore.train.loop import train
 
 

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -34,6 +35,7 @@ def assert_same(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
 
 
+@pytest.mark.timeout(330)  # past the subprocess's own limit, which reports its stderr
 def test_two_processes_train_like_one(tmp_path):
     one = tmp_path / "one"
     train(apply_overrides(get_preset("tiny"), OVERRIDES), one, progress=False)

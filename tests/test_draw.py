@@ -4,12 +4,15 @@ from PIL import Image
 
 from seemore.cli import main
 from seemore.config import apply_overrides, get_preset
-from seemore.data.collate import IGNORE_INDEX, TaskDataset, collate, drawing_sequence
+from seemore.data.collate import TaskDataset, collate
+from seemore.data.datasets import task_names
 from seemore.data.shapes import ShapesWorld
 from seemore.errors import UserError
 from seemore.generation import generate
-from seemore.models.folder import load_folder
-from seemore.train.loop import build_model, train, training_data
+from seemore.objectives import build_model, training_data
+from seemore.objectives.load import load_folder
+from seemore.prompt import IGNORE_INDEX, drawing_sequence
+from seemore.train.loop import train
 
 PROMPT = "a large red circle at the top left"
 
@@ -73,9 +76,9 @@ def test_the_model_writes_its_vq_codes_into_the_slots_and_labels(drawer):
 
 def test_task_dataset_draws_in_its_share_of_batches(drawer):
     config = drawer.config
-    assert "draw" in config.task_names
+    assert "draw" in task_names(config)
     data = TaskDataset(ShapesWorld(32), "train", drawer.tokenizer, config.model.n_visual_tokens,
-                       config.task_names, 1, length=400, group=2, n_codes=16, draw_share=0.5,
+                       task_names(config), 1, length=400, group=2, n_codes=16, draw_share=0.5,
                        uncond_share=0.25)
     kinds = []
     for i in range(400):
@@ -150,7 +153,7 @@ def test_bad_drawing_requests_are_refused(drawer, tiny_model, vq_run, trained_ru
     with pytest.raises(UserError, match="draw needs an image tokenizer"):
         apply_overrides(get_preset("tiny"), ["data.tasks=caption,draw"])
     with pytest.raises(UserError, match="tasks_per_image must be 1"):
-        unified_config(vq_run, "data.tasks_per_image=2")
+        build_model(unified_config(vq_run, "data.tasks_per_image=2"))
     with pytest.raises(UserError, match="not a VQ-VAE"):
         build_model(apply_overrides(get_preset("tiny"), [f"train.vq_from={trained_run[0]}"]))
     with pytest.raises(UserError, match="not a run folder"):

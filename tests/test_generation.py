@@ -4,7 +4,7 @@ import torch
 from seemore.config import apply_overrides, get_preset
 from seemore.errors import UserError
 from seemore.generation import generate, sample
-from seemore.train.loop import build_model
+from seemore.objectives import build_model
 
 QUESTIONS = ["what color is the circle?", "how many objects are there?", "is there a red square?",
              "where is the large blue triangle?"]
@@ -61,7 +61,18 @@ def test_sample_greedy_top_k_and_top_p():
 def test_generation_stops_at_eos_and_respects_max_new_tokens(tiny_model):
     images = torch.randn(1, 3, 32, 32)
     steps = _greedy(tiny_model, QUESTIONS[:1], images, use_cache=True, n=7)
-    assert steps.shape[1] <= 7
+    assert steps.shape[1] == 7  # the untrained model writes no <eos> this soon
+    eos = tiny_model.tokenizer.eos_id
+
+    def eos_first(module, inputs, logits):  # make <eos> the likeliest token everywhere
+        return logits.index_add(-1, torch.tensor([eos]), torch.full_like(logits[..., :1], 1e4))
+
+    hook = tiny_model.decoder.lm_head.register_forward_hook(eos_first)
+    try:
+        steps = _greedy(tiny_model, QUESTIONS[:1], images, use_cache=True, n=7)
+    finally:
+        hook.remove()
+    assert steps.tolist() == [[eos]]
 
 
 def test_prompt_longer_than_the_context_is_rejected_with_both_lengths(tiny_model):

@@ -6,12 +6,15 @@ import torch.nn.functional as F
 
 import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
-from seemore.data.collate import IGNORE_INDEX, collate, conversation_sequence
+from seemore.data.collate import collate
 from seemore.layers.attention import Attention
 from seemore.layers.block import Block
+from seemore.layers.rope import RotaryEmbedding, apply_rope
 from seemore.models.decoder import Decoder
+from seemore.models.projector import Projector
 from seemore.models.vit import ViT
-from seemore.train.loop import build_model
+from seemore.objectives import build_model
+from seemore.prompt import IGNORE_INDEX, conversation_sequence
 
 
 @pytest.mark.parametrize("stem", ["patch", "conv"])
@@ -55,10 +58,80 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
     assert not torch.allclose(attn(x), before)
 
 
-def test_grouped_query_attention_runs_with_fewer_kv_heads():
-    attn = Attention(dim=32, n_heads=4, n_kv_heads=2, causal=True)
-    assert attn.qkv.out_features == (4 + 2 * 2) * 8
-    assert attn(torch.randn(2, 5, 32)).shape == (2, 5, 32)
+def test_grouped_query_attention_equals_full_attention_with_shared_kv_heads():
+    torch.manual_seed(0)
+    gqa = Attention(dim=32, n_heads=4, n_kv_heads=2, causal=True)
+    assert gqa.qkv.out_features == (4 + 2 * 2) * 8
+    full = Attention(dim=32, n_heads=4, n_kv_heads=4, causal=True)
+    # rows of qkv: 4 query heads, then the key heads, then the value heads, 8 rows each;
+    # query heads 0-1 share kv head 0 and heads 2-3 share kv head 1
+    def shared(t):  # kv heads' rows (16, ...) -> each repeated for its two query heads
+        return t.view(2, 8, -1).repeat_interleave(2, dim=0).reshape(32, *t.shape[1:])
+
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            q, k, v = getattr(gqa.qkv, name).split([32, 16, 16])
+            getattr(full.qkv, name).copy_(torch.cat([q, shared(k), shared(v)]))
+        full.proj.load_state_dict(gqa.proj.state_dict())
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(gqa(x), full(x))
+
+
+def test_rope_rotates_each_pair_by_position_times_its_frequency():
+    head_dim, base = 8, 10000.0
+    rope = RotaryEmbedding(head_dim, 16, base)
+    x = torch.randn(1, 2, 16, head_dim)  # (B, heads, T, hd)
+    positions = torch.arange(16)[None]
+    out = apply_rope(x, *rope(positions))
+    # reference: pair i is (x[i], x[i + hd/2]) as a complex number, times e^(i t theta_i)
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    z = torch.complex(x[..., :4].double(), x[..., 4:].double())
+    rotated = z * torch.polar(torch.ones(16, 4, dtype=torch.float64),
+                              torch.arange(16, dtype=torch.float64)[:, None] * theta)
+    torch.testing.assert_close(out, torch.cat([rotated.real, rotated.imag], -1).float())
+    # so a query-key product depends only on how far apart the two positions are
+    q, k = torch.randn(head_dim), torch.randn(head_dim)
+    def score(i, j):  # noqa: E306
+        qi = apply_rope(q.view(1, 1, 1, -1), *rope(torch.tensor([[i]])))
+        kj = apply_rope(k.view(1, 1, 1, -1), *rope(torch.tensor([[j]])))
+        return (qi * kj).sum()
+    torch.testing.assert_close(score(3, 1), score(12, 10))
+    assert not torch.allclose(score(3, 1), score(3, 2))
+
+
+def test_vit_position_embedding_is_resized_by_rows_and_columns():
+    vit = ViT(VisionConfig(image_size=32, patch_size=8, dim=32, n_layers=1, n_heads=2))
+    assert vit.position_embedding(4, 4) is vit.pos_embed  # the trained size: as learned
+    with torch.no_grad():
+        rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+        vit.pos_embed[0, 1:, 0] = rows.flatten()  # channel 0: the row, 1: the column
+        vit.pos_embed[0, 1:, 1] = cols.flatten()
+        vit.pos_embed[0, 1:, 2] = 0.5  # channel 2: the same everywhere
+    table = vit.position_embedding(6, 3)[0]  # 6 rows of 3 patches
+    assert table.shape == (1 + 18, 32)
+    torch.testing.assert_close(table[0], vit.pos_embed[0, 0])  # the class token's
+    grid = table[1:].view(6, 3, 32)
+    torch.testing.assert_close(grid[..., 2], torch.full((6, 3), 0.5))
+    assert torch.allclose(grid[:, :1, 0], grid[:, :, 0])  # the row channel is flat along
+    assert (grid[1:, 0, 0] > grid[:-1, 0, 0]).all()  # a row and grows down the image
+    assert torch.allclose(grid[:1, :, 1], grid[:, :, 1])
+    assert (grid[0, 1:, 1] > grid[0, :-1, 1]).all()
+
+
+def test_pixel_shuffle_folds_each_2x2_block_of_patches_into_one_token():
+    config = apply_overrides(get_preset("tiny"), ["model.projector.pixel_shuffle=2"]).model
+    projector = Projector(config)
+    patches = torch.arange(16.0).view(1, 16, 1).expand(1, 16, 3)  # patch p holds p
+    folded = projector.pixel_shuffle(patches)  # (1, 4, 4 * 3): a 2x2 grid of tokens
+    assert folded.shape == (1, 4, 12)
+    first_channel = folded[0, :, ::3]  # the patch each token holds, in reading order
+    assert first_channel.tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13],
+                                      [10, 11, 14, 15]]
+    assert config.n_visual_tokens == (config.vision.image_size // config.vision.patch_size
+                                      // 2) ** 2
+    features = torch.randn(2, 1 + (config.vision.image_size // config.vision.patch_size) ** 2,
+                           config.vision.dim)
+    assert projector(features).shape == (2, config.n_visual_tokens, config.decoder.dim)
 
 
 def test_block_residual_carries_the_unnormalised_input():

@@ -6,6 +6,7 @@ import torch
 from seemore import load
 from seemore.cli import main
 from seemore.config import get_preset
+from seemore.data.datasets import task_names
 from seemore.recipes import plan
 
 
@@ -75,5 +76,5 @@ def test_unified_recipe_draws_with_the_vq_stage(tmp_path):
     vq, unified = plan("unified", get_preset("tiny"), ["unified.train.steps=5"], tmp_path)
     assert (vq.name, vq.config.train.objective) == ("vq", "vq")
     assert unified.config.train.vq_from == str(tmp_path / "1-vq")
-    assert "draw" in unified.config.task_names and "draw" not in vq.config.task_names
+    assert "draw" in task_names(unified.config) and "draw" not in task_names(vq.config)
     assert unified.config.train.steps == 5

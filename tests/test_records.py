@@ -10,9 +10,9 @@ from PIL import Image
 
 from seemore.cli import main
 from seemore.data.check import check
-from seemore.data.collate import CAPTION_PROMPT
 from seemore.data.records import Bad, Record, read_records
 from seemore.errors import UserError
+from seemore.prompt import CAPTION_PROMPT
 from seemore.tokenizer import CharTokenizer
 
 

@@ -8,8 +8,9 @@ from PIL import Image
 from seemore import load
 from seemore.config import apply_overrides, get_preset
 from seemore.data.shapes import COLORS, POSITIONS, SHAPES, Object, ShapesWorld, parse_caption
-from seemore.evaluation import caption_f1, evaluate
-from seemore.train.loop import build_model, learning_rate, make_optimizer, train
+from seemore.evaluation.vqa import caption_f1, evaluate
+from seemore.objectives import build_model
+from seemore.train.loop import learning_rate, make_optimizer, train
 
 
 def test_learning_rate_warms_up_then_decays_to_min_lr():

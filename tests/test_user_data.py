@@ -9,8 +9,9 @@ from PIL import Image
 
 from seemore.cli import main
 from seemore.data import digits
-from seemore.data.collate import IGNORE_INDEX, SEPARATOR, TaskDataset
+from seemore.data.collate import TaskDataset
 from seemore.data.datasets import open_dataset
+from seemore.prompt import IGNORE_INDEX, SEPARATOR
 from seemore.tokenizer import CharTokenizer
 
 
@@ -164,7 +165,7 @@ def test_caption_and_ask_on_a_datasets_test_images(folder, tmp_path, capsys):
 
 def test_the_tokenizer_depends_on_the_data_not_its_order(folder, tmp_path):
     from seemore.config import apply_overrides, get_preset
-    from seemore.train.loop import build_tokenizer
+    from seemore.objectives.base import build_tokenizer
 
     lines = (folder / "metadata.jsonl").read_text().splitlines()
     shuffled = tmp_path / "shuffled"

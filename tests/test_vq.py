@@ -5,10 +5,11 @@ import torch
 
 from seemore.config import VQConfig, apply_overrides, get_preset
 from seemore.errors import UserError
-from seemore.models.folder import load_folder
+from seemore.evaluation.reconstruction import evaluate_vq
 from seemore.models.vq import VQVAE, Quantizer, edge_error, usage
-from seemore.reconstruction import evaluate_vq
-from seemore.train.loop import build_model, train
+from seemore.objectives import build_model
+from seemore.objectives.load import load_folder
+from seemore.train.loop import train
 
 TINY_VQ = ["train.objective=vq", "train.batch_size=16"]
 

@@ -3,9 +3,9 @@
 from seemore.config import PRESETS, Config, get_preset
 from seemore.errors import UserError
 from seemore.models.clip import CLIP
-from seemore.models.folder import load_folder
 from seemore.models.vlm import VLM
 from seemore.models.vq import VQVAE
+from seemore.objectives.load import load_folder
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from seemore.config import PRESETS, get_preset, override_keys
 from seemore.errors import UserError
+from seemore.objectives import objective_of, training_data
 from seemore.recipes import RECIPES, plan
 
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a built-in dataset",
                        epilog=_override_help(), formatter_class=argparse.RawTextHelpFormatter)
+    p.set_defaults(func=cmd_train)
     p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
     p.add_argument("--recipe", default="end-to-end",
                    help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     p = sub.add_parser("eval", help="evaluate a run on the test and compositional splits")
+    p.set_defaults(func=cmd_eval)
     p.add_argument("run", help="run or model folder")
     p.add_argument("--scenes", type=int, default=None,
                    help="scenes (images) per split (default: the run's "
@@ -100,12 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
     p = sub.add_parser("caption", help="describe images")
+    p.set_defaults(func=cmd_caption)
     p.add_argument("run", help="run or model folder")
     p.add_argument("images", nargs="*", help="image files")
     _add_data_sample(p, "caption the first N captioned test images of a dataset instead")
     _add_sampling(p)
 
     p = sub.add_parser("ask", help="answer a question about an image")
+    p.set_defaults(func=cmd_ask)
     p.add_argument("run", help="run or model folder")
     p.add_argument("image", nargs="?", help="image file")
     p.add_argument("question", nargs="?", help='for example "what color is the circle?"')
@@ -114,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("draw", help="draw images of a description (a run that draws: "
                                     "--recipe unified)")
+    p.set_defaults(func=cmd_draw)
     p.add_argument("run", help="run or model folder")
     p.add_argument("prompt", help='for example "a large red circle at the top left"')
     p.add_argument("-o", "--out", default="drawing.png",
@@ -128,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="what a VLM's image features hold: probes per attribute "
                                      "of its encoder and projector, and of an untrained twin")
+    p.set_defaults(func=cmd_probe)
     p.add_argument("run", help="run or model folder (trained on a built-in world)")
     p.add_argument("--scenes", type=int, default=3000, help="train images to fit the probes on")
     p.add_argument("--held-out", type=int, default=800, help="val images to score them on")
@@ -135,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attend", help="where the answer looks: the attention on the visual "
                                       "tokens per decoder layer, drawn over the image")
+    p.set_defaults(func=cmd_attend)
     p.add_argument("run", help="run or model folder")
     p.add_argument("image", help="image file")
     p.add_argument("question", help='for example "what shape is the red object?"')
@@ -143,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
     p = sub.add_parser("plot", help="draw a run's loss and val curves into a PNG")
+    p.set_defaults(func=cmd_plot)
     p.add_argument("run", help="run folder (with metrics.jsonl)")
     p.add_argument("-o", "--out", default=None, help="the PNG (default: RUN/curves.png)")
 
@@ -150,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="read a whole dataset and report every bad row; exit "
                                       "code 1 if there is one")
+    p.set_defaults(func=cmd_data_check)
     p.add_argument("source", help="a .csv file, a .jsonl/.json file of LLaVA conversations, "
                                   "or a folder with metadata.jsonl or metadata.csv")
     p.add_argument("--image-column", default="",
@@ -161,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose context and visual tokens to check lengths against")
 
     p = sub.add_parser("generate", help="continue a text prompt with the decoder alone")
+    p.set_defaults(func=cmd_generate)
     p.add_argument("run", help="run or model folder (a language-model run, or any VLM)")
     p.add_argument("prompt", help='for example "what color"')
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -213,19 +224,8 @@ def cmd_train(args) -> None:
         (out / "recipe.json").write_text(json.dumps(
             {"recipe": args.recipe, "stages": timings}, indent=2) + "\n")
     final = stages[-1]
-    if final.config.train.objective == "lm":
-        print(f"\nsaved to {final.folder}; try: seemore generate {final.folder} \"what \"")
-        return
     run_eval(model, final.folder, final.config.train.final_eval_scenes)
-    if final.config.train.objective in ("clip", "vq"):
-        print(f"\nsaved to {final.folder}; try: seemore eval {final.folder}")
-        return
-    question = show_samples(model)
-    try_next = (f'seemore ask {final.folder} IMAGE "{question}"' if question
-                else f"seemore caption {final.folder} IMAGE")
-    if model.vq is not None:
-        prompt = show_drawings(model, final.folder / "drawings.png")
-        try_next = f'seemore draw {final.folder} "{prompt}" -n 4'
+    try_next = objective_of(final.config).show(model, final.folder)
     print(f"\nsaved to {final.folder}; try: {try_next}")
 
 
@@ -239,34 +239,22 @@ def resumed_stage(run: Path, overrides: list[str]):
     return PlannedStage("resume", run, config)
 
 
-def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> dict:
+def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> dict | None:
     """Evaluate on the dataset model.config names, print the table and write
-    out/filename.
+    out/filename; None for an objective without an evaluation (a language model).
     n_scenes: images per split for a VLM; held-out pairs (at least 1,000) for a CLIP model.
     A model with mixture-of-experts layers also gets its expert load on the test split, in
     the JSON and out/moe_load.png."""
-    from seemore.data.datasets import dataset_of, members
-    from seemore.evaluation import evaluate, format_table
-    from seemore.expert_load import expert_load, plot_expert_load
+    from seemore.evaluation.expert_load import expert_load, plot_expert_load
     from seemore.layers.moe import moe_layers
-    from seemore.reconstruction import evaluate_vq, format_vq_table
-    from seemore.retrieval import evaluate_clip, format_clip_table
 
-    if model.config.train.objective == "clip":
-        results = evaluate_clip(model, "test", max(n_scenes, 1000))
-        print(format_clip_table(results))
-    elif model.config.train.objective == "vq":
-        results = evaluate_vq(model, "test", n_scenes)
-        print(format_vq_table(results))
-    else:
-        results = {}
-        for name, data in members(dataset_of(model.config)).items():  # a mixture's one by one
-            for split in data.eval_splits:
-                key = f"{name}:{split}" if name else split
-                results[key] = evaluate(model, split, n_scenes, data=data, blind=True)
-        print(format_table(results))
+    objective = objective_of(model.config)
+    results = objective.evaluate(model, n_scenes)
+    if results is None:
+        return None
+    print(objective.table(results))
     if moe_layers(model):
-        load = expert_load(model, "test")
+        load = expert_load(model, *training_data(model, model.config, "test", 512))
         results["expert_load"] = {"split": "test", "layers": load}
         plot_expert_load(load, out / "moe_load.png", f"expert load on test: {out.name}")
         print(f"expert load per layer (uniform {1 / len(next(iter(load.values()))):.3f}): "
@@ -284,39 +272,6 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
             if path.is_file():
                 tracker.log_artifact(path)
     return results
-
-
-def show_samples(model, n: int = 3) -> str | None:
-    """Questions about n held-out test images: the model's answer next to the truth.
-    Returns the first question asked (None if they had none)."""
-    from seemore.data.datasets import dataset_of
-
-    data = dataset_of(model.config)
-    asked = []
-    for i in range(min(n, data.size("test") or n)):
-        example = data.labelled("test", i)
-        print(f"\ntest image {i}: {example.caption or '(no caption)'}")
-        if example.caption:
-            answer = model.caption(example.image)
-            print(f"  {'ok' if answer == example.caption else 'XX'} caption: {answer}")
-        for _, question, truth in example.questions:
-            answer = model.ask(example.image, question)
-            mark = "ok" if answer == truth else "XX"
-            print(f"  {mark} {question:<42} model: {answer:<14} truth: {truth}")
-            asked.append(question)
-    return asked[0] if asked else None
-
-
-def show_drawings(model, path: Path, n: int = 8) -> str:
-    """Draw the captions of n held-out test images into a grid at path; returns the first."""
-    from seemore.data.datasets import dataset_of
-    from seemore.grid import image_grid
-
-    data = dataset_of(model.config)
-    captions = [data.pair("test", i)[1] for i in range(n)]
-    image_grid(model.draw_batch(captions, seed=0), captions).save(path)
-    print(f"\ndrawings of {n} test captions: {path}")
-    return captions[0]
 
 
 def _png_path(path: str, what: str) -> Path:
@@ -397,7 +352,7 @@ def _load(args):
 
 def _load_vlm(args):
     model = _load(args)
-    if model.config.train.objective != "vlm":
+    if not objective_of(model.config).answers:
         raise UserError(f"{args.run} holds a {model.config.train.objective} model, which "
                         f"cannot {args.command}; give a run trained with the VLM objective")
     return model
@@ -435,62 +390,63 @@ def _sampling(args) -> dict:
             "seed": args.seed}
 
 
+def cmd_eval(args) -> None:
+    model = _load(args)
+    filename = "eval.json"
+    if args.data:
+        model.config = _with_data(model.config, args)
+        filename = "eval-data.json"
+    n_scenes = args.scenes or model.config.train.final_eval_scenes
+    if run_eval(model, Path(args.run), n_scenes, filename) is None:
+        raise UserError(f"{args.run} holds a {model.config.train.objective} model, which has "
+                        "no evaluation; try seemore generate")
+
+
+def cmd_caption(args) -> None:
+    model = _load_vlm(args)
+    if bool(args.images) == bool(args.data):
+        raise UserError("give image files or --data SOURCE, one of the two")
+    for image in args.images:
+        print(f"{image}: {model.caption(image, **_sampling(args))}")
+    for where, e in _test_examples(model, args, lambda e: e.caption):
+        print(f"{where}: {model.caption(e.image, **_sampling(args))}  (truth: {e.caption})")
+
+
+def cmd_ask(args) -> None:
+    model = _load_vlm(args)
+    if args.data and (args.image or args.question):
+        raise UserError("give an image and a question, or --data SOURCE, not both")
+    if not args.data:
+        if not (args.image and args.question):
+            raise UserError("give an image file and a question (or --data SOURCE)")
+        print(model.ask(args.image, args.question, **_sampling(args)))
+    for where, e in _test_examples(model, args, lambda e: e.questions):
+        for _, question, truth in e.questions:
+            answer = model.ask(e.image, question, **_sampling(args))
+            print(f"{where}: {question} -> {answer}  (truth: {truth})")
+
+
+def cmd_plot(args) -> None:
+    from seemore.plot import plot_run
+
+    print(plot_run(args.run, args.out))
+
+
+def cmd_generate(args) -> None:
+    model = _load(args)
+    if not hasattr(model, "complete"):
+        raise UserError(f"{args.run} holds a {model.config.train.objective} model, which has "
+                        "no decoder to generate text with")
+    print(model.complete(args.prompt, args.max_new_tokens, **_sampling(args)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            cmd_train(args)
-        elif args.command == "eval":
-            model = _load(args)
-            filename = "eval.json"
-            if args.data:
-                model.config = _with_data(model.config, args)
-                filename = "eval-data.json"
-            run_eval(model, Path(args.run), args.scenes or model.config.train.final_eval_scenes,
-                     filename)
-        elif args.command == "caption":
-            model = _load_vlm(args)
-            if bool(args.images) == bool(args.data):
-                raise UserError("give image files or --data SOURCE, one of the two")
-            for image in args.images:
-                print(f"{image}: {model.caption(image, **_sampling(args))}")
-            for where, e in _test_examples(model, args, lambda e: e.caption):
-                print(f"{where}: {model.caption(e.image, **_sampling(args))}  "
-                      f"(truth: {e.caption})")
-        elif args.command == "ask":
-            model = _load_vlm(args)
-            if args.data and (args.image or args.question):
-                raise UserError("give an image and a question, or --data SOURCE, not both")
-            if not args.data:
-                if not (args.image and args.question):
-                    raise UserError("give an image file and a question (or --data SOURCE)")
-                print(model.ask(args.image, args.question, **_sampling(args)))
-            for where, e in _test_examples(model, args, lambda e: e.questions):
-                for _, question, truth in e.questions:
-                    answer = model.ask(e.image, question, **_sampling(args))
-                    print(f"{where}: {question} -> {answer}  (truth: {truth})")
-        elif args.command == "draw":
-            cmd_draw(args)
-        elif args.command == "probe":
-            cmd_probe(args)
-        elif args.command == "attend":
-            cmd_attend(args)
-        elif args.command == "data":
-            return cmd_data_check(args)
-        elif args.command == "plot":
-            from seemore.plot import plot_run
-
-            print(plot_run(args.run, args.out))
-        elif args.command == "generate":
-            model = _load(args)
-            if model.config.train.objective in ("clip", "vq"):
-                raise UserError(f"{args.run} holds a {model.config.train.objective} model, "
-                                "which has no decoder to generate text with")
-            print(model.complete(args.prompt, args.max_new_tokens, **_sampling(args)))
+        return args.func(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0

@@ -49,17 +49,14 @@ def val_score(result: dict) -> tuple[str, float] | None:
 
 def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     """Draw the run's curves into out (default RUN/curves.png); returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
 
     run = Path(run)
     steps, evals = read_metrics(run)
     scores = [(e["step"], val_score(e["val"])) for e in evals]
     scores = [(step, score) for step, score in scores if score is not None]
-    fig, axes = plt.subplots(1, 2 if scores else 1, figsize=(11 if scores else 6, 4),
-                             squeeze=False)
+    fig = Figure(figsize=(11 if scores else 6, 4))
+    axes = fig.subplots(1, 2 if scores else 1, squeeze=False)
     ax = axes[0][0]
     ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="tab:blue")
     ax.set_xlabel("step")
@@ -86,5 +83,4 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     fig.tight_layout()
     out = Path(out) if out else run / "curves.png"
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

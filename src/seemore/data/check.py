@@ -7,10 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seemore.data.collate import conversation_length
 from seemore.data.images import load_image
 from seemore.data.records import Bad, read_records
 from seemore.errors import UserError
+from seemore.prompt import conversation_length
 from seemore.tokenizer import Tokenizer
 
 LENGTH_BUCKETS = (16, 32, 64, 128, 256)  # characters of an answer or caption

@@ -1,26 +1,16 @@
-"""Token sequences for training and the batches the loop consumes.
+"""Training examples drawn from a dataset, and the batches the loop consumes.
 
-A prompt is  <bos> <image> x M question "\n"  and the model writes the answer and <eos>:
-the image first, as in LLaVA, so that a conversation about it can go on after it.
-
-An image's training sequence is a conversation about it: its tasks (the caption, questions
-of different types) one after another, the image once at the start,
-
-    <bos> <image> x M question1 \n answer1 <eos> question2 \n answer2 <eos> ...
-
-with data.tasks_per_image tasks (the default preset: all seven; 1: one question or the
-caption alone). The first turn is exactly the prompt a user's question makes; the later
-ones are the turns of a chat. The image is encoded once and every task of it is
-supervised, so a step of seven tasks per image costs far less than seven steps of one.
-
-A drawing (text-to-image) example is  <bos> caption <boi> code x N <eoi>: the model writes
-the image's N codes after the caption. The data holds placeholders where the codes go; the
+An image's training example is a conversation about it (prompt.py has the token formats):
+its tasks (the caption, questions of different types) one after another, the image once
+at the start, with data.tasks_per_image tasks (the default preset: all seven; 1: one
+question or the caption alone). The first turn is exactly the prompt a user's question
+makes; the later ones are the turns of a chat. The image is encoded once and every task
+of it is supervised, so a step of seven tasks per image costs far less than seven steps of
+one. A drawing (text-to-image) example holds placeholders where the image's codes go; the
 model fills them (and their labels) from its VQ-VAE, on the device (models/vlm.py). With
-probability data.uncond_share the caption is left out, for classifier-free guidance.
-
-Labels are aligned with the inputs and already shifted: labels[t] is the token at t+1 when
-that token belongs to an answer (its <eos> included), IGNORE_INDEX otherwise, so the image,
-the questions and the padding never contribute to the loss.
+probability data.uncond_share its caption is left out, for classifier-free guidance.
+Only the answers (and their <eos>) are supervised: the image, the questions and the
+padding never contribute to the loss.
 """
 
 from __future__ import annotations
@@ -34,65 +24,14 @@ from seemore.data.digits import Digits
 from seemore.data.images import to_tensor
 from seemore.data.shapes import ShapesWorld
 from seemore.errors import UserError
+from seemore.prompt import (
+    CAPTION_PROMPT,
+    IGNORE_INDEX,
+    Sequence,
+    conversation_sequence,
+    drawing_sequence,
+)
 from seemore.tokenizer import Tokenizer
-
-IGNORE_INDEX = -100
-SEPARATOR = "\n"  # ends the question; the answer follows it
-CAPTION_PROMPT = "describe the image."
-
-
-def question_ids(tokenizer: Tokenizer, question: str) -> list[int]:
-    """The question and the separator."""
-    question = question.strip()
-    if not question:
-        raise UserError("the question is empty")
-    return tokenizer.encode(question, what="question") + tokenizer.encode(SEPARATOR)
-
-
-def prompt_ids(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
-    """<bos>, one <image> per visual token, the question and the separator."""
-    return [tokenizer.bos_id] + [tokenizer.image_id] * n_visual + question_ids(tokenizer,
-                                                                               question)
-
-
-@dataclass
-class Sequence:
-    """One training sequence: its ids and their labels, of the same length."""
-
-    ids: list[int]
-    labels: list[int]
-
-
-def conversation_sequence(tokenizer: Tokenizer, n_visual: int,
-                          turns: tuple[tuple[str, str], ...] | list[tuple[str, str]]
-                          ) -> Sequence:
-    """One image and a conversation about it, (question, answer) turns, as one causal
-    sequence: the image once after <bos>, the loss on the answers (and their <eos>)."""
-    ids = [tokenizer.bos_id] + [tokenizer.image_id] * n_visual
-    labels = [IGNORE_INDEX] * len(ids)
-    for question, answer in turns:
-        prompt = question_ids(tokenizer, question)
-        target = tokenizer.encode(answer, what="answer") + [tokenizer.eos_id]
-        # the last prompt token predicts target[0]; <eos> predicts nothing
-        labels += [IGNORE_INDEX] * (len(prompt) - 1) + target + [IGNORE_INDEX]
-        ids += prompt + target
-    return Sequence(ids, labels)
-
-
-def conversation_length(turns: tuple[tuple[str, str], ...], n_visual: int) -> int:
-    """len(conversation_sequence(...).ids) for a character tokenizer, without one."""
-    return 1 + n_visual + sum(len(q.strip()) + len(SEPARATOR) + len(a) + 1 for q, a in turns)
-
-
-def drawing_sequence(tokenizer: Tokenizer, caption: str, n_codes: int,
-                     uncond: bool) -> Sequence:
-    """<bos> caption <boi> placeholder x n_codes <eoi>, the caption left out when uncond.
-    The labels hold only the last code's target, <eoi>; the model writes the codes."""
-    text = [] if uncond else tokenizer.encode(caption, what="caption")
-    ids = [tokenizer.bos_id, *text, tokenizer.boi_id, *[tokenizer.code_ids[0]] * n_codes,
-           tokenizer.eoi_id]
-    labels = [IGNORE_INDEX] * (len(ids) - 2) + [tokenizer.eoi_id, IGNORE_INDEX]
-    return Sequence(ids, labels)
 
 
 class TaskDataset(Dataset):

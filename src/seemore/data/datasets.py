@@ -30,6 +30,31 @@ def question_types(spec: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t for c in classes for t in c.question_types))
 
 
+def task_names(config) -> tuple[str, ...]:
+    """The tasks a run (a seemore.config.Config) trains on: data.tasks, or all of the
+    dataset's tasks ("caption" and its question types) and "draw" when the model draws.
+    Checks data.tasks and data.tasks_per_image against them."""
+    d = config.data
+    own = ("caption", *question_types(d.dataset))
+    unknown = set(d.tasks) - {*own, "draw"}
+    if unknown:
+        raise UserError(f"data.tasks: {', '.join(sorted(unknown))} is not a task of "
+                        f"data.dataset={d.dataset}; choose from {', '.join(own)}, draw")
+    n_tasks = len(d.tasks or own)
+    if d.tasks_per_image > n_tasks:
+        raise UserError(f"data.tasks_per_image must be between 1 and {n_tasks}, or 0 for all "
+                        "of them")
+    names = d.tasks or own + (("draw",) if config.train.vq_from else ())
+    if "draw" in names and d.tasks_per_image != 1:
+        raise UserError("data.tasks_per_image must be 1 when the model draws")
+    return names
+
+
+def tasks_per_image(config) -> int:
+    """data.tasks_per_image, with 0 resolved to every task of the run."""
+    return config.data.tasks_per_image or len(task_names(config))
+
+
 def open_dataset(name: str, image_size: int, image_column: str = "", policy: str = "squash",
                  on_bad: str = "error", num_workers: int = 0, context: int = 0,
                  n_visual: int = 0) -> ShapesWorld | Digits | UserDataset | Mixture:

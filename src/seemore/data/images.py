@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from seemore.config import RESIZE_POLICIES
 from seemore.errors import UserError
 
 MIN_SIDE = 4  # pixels; a smaller image (say, 1x1) holds nothing to look at
-RESIZE_POLICIES = ("squash", "letterbox")
 
 
 def load_image(source, name: str | None = None) -> Image.Image:

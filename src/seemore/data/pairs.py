@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seemore.data.images import to_tensor
+from seemore.prompt import caption_ids
 from seemore.tokenizer import Tokenizer
 
 
@@ -35,16 +36,6 @@ class PairBatch:
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(self.images.to(device), self.ids.to(device), self.eos.to(device))
-
-
-def caption_ids(tokenizer: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (B, T) of '<bos> caption <eos>' and the index of each <eos> (B,)."""
-    rows = [[tokenizer.bos_id, *tokenizer.encode(text, what="caption"), tokenizer.eos_id]
-            for text in texts]
-    ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_id, dtype=torch.long)
-    for r, row in enumerate(rows):
-        ids[r, : len(row)] = torch.tensor(row)
-    return ids, torch.tensor([len(row) - 1 for row in rows])
 
 
 def collate_pairs(items: list[tuple[torch.Tensor, str]], tokenizer: Tokenizer) -> PairBatch:

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from seemore.data.collate import CAPTION_PROMPT
 from seemore.errors import UserError
+from seemore.prompt import CAPTION_PROMPT
 
 B64_COLUMN = "b64string_images"
 IMAGE_TOKEN = "<image>"  # LLaVA marks the image's place in the first human turn

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from seemore.data.collate import CAPTION_PROMPT, conversation_length
+from seemore.config import ON_BAD
 from seemore.data.images import load_image, resize
 from seemore.data.labelled import Labelled
 from seemore.data.records import Bad, Record, read_records
 from seemore.errors import UserError
+from seemore.prompt import CAPTION_PROMPT, conversation_length
 
 SPLITS = {"test": 0, "val": 1}  # _fold(row); the rest is train
-ON_BAD = ("error", "skip")
 CACHE_ROWS = 20_000
 
 

@@ -19,7 +19,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from seemore.config import ClipConfig, Config
-from seemore.data.pairs import caption_ids
 from seemore.errors import UserError
 from seemore.layers.block import Block, init_weights
 from seemore.layers.moe import router_loss
@@ -27,6 +26,7 @@ from seemore.layers.norm import make_norm
 from seemore.layers.rope import RotaryEmbedding
 from seemore.models.folder import save_folder
 from seemore.models.vit import ViT
+from seemore.prompt import caption_ids
 from seemore.tokenizer import Tokenizer
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the learned temperature at 1/100

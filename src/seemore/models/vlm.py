@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seemore.config import Config
-from seemore.data.collate import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
 from seemore.data.images import load_image_tensor, to_pil
 from seemore.errors import UserError
 from seemore.generation import generate, generate_text
@@ -24,6 +23,7 @@ from seemore.models.folder import save_folder
 from seemore.models.projector import Projector
 from seemore.models.vit import ViT
 from seemore.models.vq import VQVAE
+from seemore.prompt import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
 from seemore.tokenizer import Tokenizer
 
 

@@ -2,45 +2,35 @@
 
 AdamW (weight decay on matrices only), linear warmup then cosine decay, gradient clipping,
 bf16 autocast where supported, optional torch.compile, periodic evaluation on val, a tqdm
-bar, metrics.jsonl, and the model folder written into the run folder at the end. The model
-(a VLM, or CLIP for contrastive pretraining) supplies the loss of a batch.
+bar, metrics.jsonl, and the model folder written into the run folder at the end. The run's
+objective (objectives/) builds the model, which supplies the loss of a batch, and says
+what its data and its validation are.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from seemore.config import Config
-from seemore.data.collate import CAPTION_PROMPT, SEPARATOR, TaskDataset, collate
 from seemore.data.datasets import DATASETS, dataset_of, members
-from seemore.data.pairs import CaptionPairs, collate_images, collate_pairs
-from seemore.data.text import TextWindows, collate_text, read_text, world_text
 from seemore.data.user import UserDataset
 from seemore.errors import UserError
-from seemore.evaluation import evaluate
 from seemore.layers.moe import router_report
-from seemore.models.clip import CLIP
-from seemore.models.folder import load_components, load_folder
-from seemore.models.vlm import VLM
-from seemore.models.vq import VQVAE
-from seemore.reconstruction import evaluate_vq
-from seemore.retrieval import evaluate_clip
-from seemore.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
+from seemore.objectives import build_model, objective_of, training_data
+from seemore.objectives.load import load_components, load_folder
 from seemore.tracking import MLflowRun
 from seemore.train.checkpoint import (
     gather_rng_states,
@@ -98,55 +88,7 @@ def learning_rate(step: int, config: Config) -> float:
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_tokenizer(config: Config) -> Tokenizer:
-    """The tokenizer of everything the training data can say (its characters, or BPE
-    learned from it), and the image codes when the model draws."""
-    text = dataset_of(config).corpus()
-    if config.data.text_file:
-        text += read_text(config.data.text_file)
-    codes = config.model.vq.codebook_size if config.train.vq_from else 0
-    text += "\n" + CAPTION_PROMPT + SEPARATOR
-    if config.model.tokenizer == "bpe":
-        return BPETokenizer.from_text(text, config.model.bpe_vocab_size, codes)
-    return CharTokenizer.from_text(text, codes)
-
-
-def with_image_tokenizer(config: Config) -> Config:
-    """The config with model.vq taken from the VQ run that train.vq_from names."""
-    folder = Path(config.train.vq_from)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"train.vq_from: {folder} is not a run folder (no config.json)")
-    theirs = Config.load(folder / "config.json")
-    if theirs.train.objective != "vq":
-        raise UserError(f"train.vq_from: {folder} holds a {theirs.train.objective} model, "
-                        "not a VQ-VAE (train one with --recipe vq)")
-    size, their_size = config.model.vision.image_size, theirs.model.vision.image_size
-    if size != their_size:
-        raise UserError(f"train.vq_from: {folder} tokenizes {their_size}x{their_size} images "
-                        f"but this model's are {size}x{size}")
-    model = dataclasses.replace(config.model, vq=theirs.model.vq)
-    if 2 + model.n_image_codes >= model.decoder.max_seq_len:
-        raise UserError(f"model.decoder.max_seq_len ({model.decoder.max_seq_len}) cannot hold "
-                        f"a caption and {model.n_image_codes} image codes")
-    return dataclasses.replace(config, model=model)
-
-
-def build_model(config: Config) -> VLM | CLIP | VQVAE:
-    """A freshly initialised model of the run's objective, with its tokenizer."""
-    if config.train.objective == "vq":
-        return VQVAE(config)
-    if config.train.vq_from:
-        config = with_image_tokenizer(config)
-    tokenizer = build_tokenizer(config)
-    decoder = dataclasses.replace(config.model.decoder, vocab_size=len(tokenizer))
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, decoder=decoder))
-    if config.train.objective == "clip":
-        return CLIP(config, tokenizer)
-    return VLM(config, tokenizer)
-
-
-def prepare(model: VLM | CLIP | VQVAE, config: Config) -> None:
+def prepare(model: nn.Module, config: Config) -> None:
     """Start the model from the folders the config names and freeze what it says."""
     t = config.train
     for folder in t.init_from:
@@ -165,47 +107,9 @@ def prepare(model: VLM | CLIP | VQVAE, config: Config) -> None:
         raise UserError("train.freeze leaves nothing to train")
 
 
-def training_data(model: VLM | CLIP | VQVAE, config: Config, split: str = "train",
-                  length: int | None = None) -> tuple[Dataset, Callable]:
-    """The examples of the run's objective, as in training, and their collate: length of
-    them (default: enough for every step) from a split of the dataset (plain text for the
-    lm objective has no splits)."""
-    t, d = config.train, config.data
-    length = length or t.steps * t.batch_size
-    if t.objective == "clip":
-        pairs = CaptionPairs(dataset_of(config), split, length)
-        return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
-    if t.objective == "vq":
-        return CaptionPairs(dataset_of(config), split, length), collate_images
-    if t.objective == "lm":
-        text = read_text(d.text_file) if d.text_file else world_text(dataset_of(config))
-        windows = TextWindows(text, model.tokenizer, config.model.decoder.max_seq_len,
-                              length, t.seed)
-        return windows, collate_text
-    dataset = TaskDataset(dataset_of(config), split, model.tokenizer,
-                          config.model.n_visual_tokens, config.task_names, config.tasks_per_image,
-                          length=length, group=t.batch_size, n_codes=config.model.n_image_codes,
-                          draw_share=d.draw_share, uncond_share=d.uncond_share)
-    return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
-
-
-def periodic_eval(model: VLM | CLIP | VQVAE, config: Config) -> tuple[dict, str]:
-    """The val result and a one-line summary of it."""
-    if config.train.objective == "clip":
-        result = evaluate_clip(model, "val", config.train.eval_scenes)
-        recall = result["val"]["image_to_text"]["recall@5"]
-        return result["val"], f"val image->text recall@5 {recall:.3f}"
-    if config.train.objective == "vq":
-        result = evaluate_vq(model, "val", config.train.eval_scenes)["val"]
-        return result, (f"val PSNR {result['psnr']:.2f} dB, {result['codes_used']:.0%} of "
-                        "the codebook used")
-    result = evaluate(model, "val", config.train.eval_scenes, with_captions=False)
-    return result, f"val VQA accuracy {result['vqa_accuracy']['overall']:.3f}"
-
-
 def skipped_rows(config: Config) -> dict | None:
     """How many rows of a user's dataset were left out (data.on_bad_sample=skip) and why."""
-    if config.train.objective == "lm" or config.data.dataset in DATASETS:
+    if not objective_of(config).images or config.data.dataset in DATASETS:
         return None
     skipped = [bad for m in members(dataset_of(config)).values() if isinstance(m, UserDataset)
                for bad in m.skipped]
@@ -216,7 +120,7 @@ def skipped_rows(config: Config) -> dict | None:
             "first": [str(bad) for bad in skipped[:10]]}
 
 
-def make_optimizer(model: VLM | CLIP | VQVAE, config: Config) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, config: Config) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only; each group's "lr_scale" multiplies the
     scheduled learning rate (train.vision_lr / train.lr for the ViT and the projector)."""
     t = config.train
@@ -245,14 +149,8 @@ def micro_batches(start: int, steps: int, batch: int, world: World,
             for first in [s * batch + (m * world.size + world.rank) * micro]]
 
 
-def train(config: Config, out_dir: str | Path, progress: bool = True,
-          resume: bool = False) -> VLM | CLIP | VQVAE:
-    """Train a model of the config's objective and save it (with metrics) into out_dir.
-    resume: continue from out_dir's newest checkpoint, to the same weights an unbroken run
-    would reach (train/checkpoint.py). Under torchrun, every process trains its shard of
-    each batch (train/distributed.py) and the first one writes everything."""
-    t = config.train
-    out_dir = Path(out_dir)
+def place(t) -> tuple[torch.device, World]:
+    """The device this process trains on and the torchrun world it belongs to."""
     device = resolve_device(t.device)
     world = join(device.type)
     if device.type == "cuda" and world.size > 1:
@@ -261,6 +159,70 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         raise UserError(f"train.batch_size ({t.batch_size}) is the global batch: it must "
                         f"divide into {world.size} processes x train.grad_accum "
                         f"({t.grad_accum}) equal micro-batches")
+    return device, world
+
+
+def optimizer_step(batches, replica, loss_of, optimizer, scaler, config: Config,
+                   device: torch.device, world: World) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over train.grad_accum micro-batches; (loss, gradient norm)."""
+    t = config.train
+    loss = torch.zeros((), device=device)
+    for micro in range(t.grad_accum):
+        b = next(batches).to(device)
+        # gradients are averaged across processes once, at the last micro-step
+        syncs = world.size == 1 or micro == t.grad_accum - 1
+        tokens = b.ids.shape[1] if hasattr(b, "ids") else 0
+        with (nullcontext() if syncs else replica.no_sync()), \
+                autocast_context(t.precision, device), \
+                attention_context(t.precision, device, tokens):
+            micro_loss = loss_of(b) / t.grad_accum
+            scaler.scale(micro_loss).backward()
+        loss += micro_loss.detach()
+    scaler.unscale_(optimizer)  # clip the true gradients
+    grad_norm = torch.nn.utils.clip_grad_norm_(replica.parameters(), t.grad_clip)
+    scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm
+
+
+def restore(out_dir: Path, model: nn.Module, optimizer, scaler) -> tuple[int, list | None]:
+    """Load out_dir's newest checkpoint into the model, optimizer and scaler; returns the
+    step to go on from and every process's saved generator states (none: step 0)."""
+    state = load_checkpoint(out_dir)
+    if state is None:
+        return 0, None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return state["step"] + 1, state["rng"]
+
+
+def write(metrics, tracker: MLflowRun | None, step: int, record: dict) -> None:
+    """One line of metrics.jsonl (and the same to MLflow)."""
+    metrics.write(json.dumps({"step": step, **record}) + "\n")
+    metrics.flush()
+    if tracker:
+        tracker.log_metrics(record, step)
+
+
+def save_run(model: nn.Module, out_dir: Path, tracker: MLflowRun | None) -> None:
+    model.save_pretrained(out_dir)
+    if tracker:
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"):
+            if (out_dir / name).is_file():  # a VQ run has no tokenizer.json
+                tracker.log_artifact(out_dir / name)
+        tracker.finish()
+
+
+def train(config: Config, out_dir: str | Path, progress: bool = True,
+          resume: bool = False) -> nn.Module:
+    """Train a model of the config's objective and save it (with metrics) into out_dir.
+    resume: continue from out_dir's newest checkpoint, to the same weights an unbroken run
+    would reach (train/checkpoint.py). Under torchrun, every process trains its shard of
+    each batch (train/distributed.py) and the first one writes everything."""
+    t, objective, out_dir = config.train, objective_of(config), Path(out_dir)
+    device, world = place(t)
     if world.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
@@ -271,34 +233,24 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     if world.main:
         config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
-    autocast = autocast_context(t.precision, device)
     # fp16 has too few exponent bits for small gradients: scale the loss up, then back
     scaler = torch.amp.GradScaler(
         device.type, enabled=autocast_dtype(t.precision, device) == torch.float16)
     replica = LossOf(model)
     if world.size > 1:
-        # a text-only or drawing step leaves the ViT without gradients, and a router leaves
-        # experts
         replica = DistributedDataParallel(
             replica, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=t.objective == "lm" or config.model.moe.num_experts > 0
-            or "draw" in config.task_names)
+            find_unused_parameters=objective.unused_parameters(config))
     loss_of = torch.compile(replica) if t.compile else replica  # shares the weights
 
     dataset, collate_fn = training_data(model, config)
-    start, state = 0, load_checkpoint(out_dir) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start = state["step"] + 1
+    start, rngs = restore(out_dir, model, optimizer, scaler) if resume else (0, None)
     # examples are drawn by index, so the data position is the step
     loader = DataLoader(dataset, batch_sampler=micro_batches(
         start, t.steps, t.batch_size, world, t.grad_accum),
         num_workers=config.data.num_workers, collate_fn=collate_fn)
     batches = iter(loader)  # before the generators are restored: making it draws from them
-    if state is not None:  # this process's generators (the first's, if there were fewer)
-        rngs = state["rng"]
+    if rngs is not None:  # this process's generators (the first's, if there were fewer)
         set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
 
     tracker = MLflowRun(out_dir, config.to_dict()) if t.track == "mlflow" and world.main \
@@ -310,28 +262,14 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                desc="train", dynamic_ncols=True) as bar):
         if world.main and (skipped := skipped_rows(config)):
             metrics.write(json.dumps({"skipped": skipped}) + "\n")
-            bar.write(f"skipped {skipped['rows']} bad rows of {config.data.dataset}: " + ", ".join(
-                f"{n} x {reason}" for reason, n in skipped["reasons"].items()))
+            bar.write(f"skipped {skipped['rows']} bad rows of {config.data.dataset}: "
+                      + ", ".join(f"{n} x {why}" for why, n in skipped["reasons"].items()))
         for step in range(start, t.steps):
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            loss = torch.zeros((), device=device)
-            for micro in range(t.grad_accum):
-                b = next(batches).to(device)
-                # gradients are averaged across processes once, at the last micro-step
-                syncs = world.size == 1 or micro == t.grad_accum - 1
-                tokens = b.ids.shape[1] if hasattr(b, "ids") else 0
-                with (nullcontext() if syncs else replica.no_sync()), autocast, \
-                        attention_context(t.precision, device, tokens):
-                    micro_loss = loss_of(b) / t.grad_accum
-                    scaler.scale(micro_loss).backward()
-                loss += micro_loss.detach()
-            scaler.unscale_(optimizer)  # clip the true gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            loss, grad_norm = optimizer_step(batches, replica, loss_of, optimizer, scaler,
+                                             config, device, world)
             seen += t.batch_size
             bar.update(1)
             last = step == t.steps - 1
@@ -340,30 +278,19 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
             rngs = gather_rng_states(world.size) if checkpoints_now else None
             if not world.main:
                 continue
-
             if step % t.log_every == 0 or last:
-                elapsed = time.perf_counter() - tick
-                record = {"step": step, "loss": loss.item(), "lr": lr,
-                          "grad_norm": grad_norm.item(), "samples_per_s": seen / elapsed}
-                if routers := router_report(model):
-                    record["moe"] = routers
-                if isinstance(model, VQVAE):
-                    record["vq"] = model.report()
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                if tracker:
-                    tracker.log_metrics({k: v for k, v in record.items() if k != "step"}, step)
+                record = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
+                          "samples_per_s": seen / (time.perf_counter() - tick),
+                          **({"moe": routers} if (routers := router_report(model)) else {}),
+                          **objective.record(model)}
+                write(metrics, tracker, step, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
                                 samples_s=f"{record['samples_per_s']:.0f}")
                 tick, seen = time.perf_counter(), 0
-            evaluates = t.eval_every and t.objective != "lm"  # text has no val split yet
-            if evaluates and step > 0 and (step % t.eval_every == 0 or last):
-                result, summary = periodic_eval(model, config)
-                metrics.write(json.dumps({"step": step, "val": result}) + "\n")
-                metrics.flush()
-                if tracker:
-                    tracker.log_metrics({"val": result}, step)
-                bar.write(f"step {step}: {summary}")
+            evaluates = t.eval_every and step > 0 and (step % t.eval_every == 0 or last)
+            if evaluates and (validation := objective.validate(model, config)):
+                write(metrics, tracker, step, {"val": validation[0]})
+                bar.write(f"step {step}: {validation[1]}")
                 model.train()
                 tick = time.perf_counter()
             if checkpoints_now:
@@ -371,12 +298,6 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
                                 t.keep_checkpoints)
     model.eval()
     if world.main:
-        model.save_pretrained(out_dir)
-        if tracker:
-            for name in ("config.json", "model.safetensors", "tokenizer.json",
-                         "metrics.jsonl"):
-                if (out_dir / name).is_file():  # a VQ run has no tokenizer.json
-                    tracker.log_artifact(out_dir / name)
-            tracker.finish()
+        save_run(model, out_dir, tracker)
     leave(world)  # a worker process ends here
     return model

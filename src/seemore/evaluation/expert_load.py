@@ -3,24 +3,23 @@ layer over held-out examples, and a heat map of it (layer x expert)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from seemore.layers.moe import moe_layers
-from seemore.train.loop import training_data
 
 
 @torch.no_grad()
-def expert_load(model, split: str = "test", n_examples: int = 512,
+def expert_load(model, dataset: Dataset, collate: Callable,
                 batch_size: int = 64) -> dict[str, list[float]]:
     """The fraction of each MoE layer's (token, expert) assignments that went to each
-    expert, over n_examples training-format examples of a split (teacher-forced)."""
+    expert, over a dataset of training-format examples (teacher-forced)."""
     was_training = model.training
     model.eval()
-    dataset, collate = training_data(model, model.config, split, n_examples)
     layers = moe_layers(model)
     counts = {name: torch.zeros(layer.num_experts) for name, layer in layers.items()}
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
@@ -33,13 +32,11 @@ def expert_load(model, split: str = "test", n_examples: int = 512,
 
 def plot_expert_load(load: dict[str, list[float]], path: str | Path, title: str = "") -> None:
     """A heat map of expert load, one row per layer, written as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
 
     grid = np.array(list(load.values()))  # (layers, experts)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * grid.shape[1], 1.2 + 0.45 * grid.shape[0]))
+    fig = Figure(figsize=(1.0 + 0.6 * grid.shape[1], 1.2 + 0.45 * grid.shape[0]))
+    ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", vmin=0, aspect="auto")
     for (row, col), value in np.ndenumerate(grid):
         ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
@@ -51,4 +48,3 @@ def plot_expert_load(load: dict[str, list[float]], path: str | Path, title: str 
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -22,13 +22,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from seemore.data.collate import CAPTION_PROMPT
 from seemore.data.datasets import dataset_of
 from seemore.data.images import to_tensor
 from seemore.errors import UserError
 from seemore.generation import generate_text
-
-ANSWER_TOKENS = 16  # the longest answer is "bottom right"
+from seemore.prompt import CAPTION_PROMPT
 
 
 def caption_f1(predicted: list[str], truth: list[str], parse: Callable[[str], list]) -> float:
@@ -98,12 +96,14 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
             images.append(example.image)
             questions.append(q)
             truths.append(a)
-    answers = _answer(model, images, questions, ANSWER_TOKENS, batch_size)
+    # room for the longest true answer and its <eos>: a longer answer is wrong anyway
+    answer_tokens = 1 + max((len(model.tokenizer.encode(t)) for t in truths), default=0)
+    answers = _answer(model, images, questions, answer_tokens, batch_size)
     accuracy = vqa_accuracy(kinds, answers, truths, data.question_types)
     result = {"vqa_accuracy": accuracy, "n_images": n_images, "n_questions": len(answers)}
     if blind:
         blank = [blank_image(model)] * len(questions)
-        answers = _answer(model, blank, questions, ANSWER_TOKENS, batch_size)
+        answers = _answer(model, blank, questions, answer_tokens, batch_size)
         result["blind"] = vqa_accuracy(kinds, answers, truths, data.question_types)
 
     captioned = [e for e in examples if e.caption]
