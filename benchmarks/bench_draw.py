@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cell_judge import CellJudge, train_cell_judge  # noqa: E402
 from common import emit, machine  # noqa: E402
 
+from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE  # noqa: E402
 from seemore.data.images import to_pil, to_tensor  # noqa: E402
 from seemore.data.shapes import POSITIONS, ShapesWorld, place_phrase  # noqa: E402
 from seemore.evaluation.reconstruction import evaluate_vq  # noqa: E402
@@ -109,8 +110,8 @@ def main() -> None:
     parser.add_argument("--judge", default=None,
                         help="a VLM run trained on real images (left out: cell judge only)")
     parser.add_argument("--prompts", type=int, default=500, help="held-out test captions")
-    parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--temperature", type=float, default=0.2)
+    parser.add_argument("--guidance", type=float, default=DRAW_GUIDANCE)
+    parser.add_argument("--temperature", type=float, default=DRAW_TEMPERATURE)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=50, help="prompts drawn at once")
     parser.add_argument("--grid", default=None, help="write the first 8 drawings here (PNG)")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from seemore.config import PRESETS, get_preset, override_keys
+from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, PRESETS, get_preset, override_keys
 from seemore.errors import UserError
 from seemore.objectives import objective_of, training_data
 from seemore.recipes import RECIPES, plan
@@ -125,9 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="drawing.png",
                    help="the PNG (default: drawing.png); a grid when -n is above 1")
     p.add_argument("-n", type=int, default=1, help="how many images (default: 1)")
-    p.add_argument("--guidance", type=float, default=2.0,
-                   help="classifier-free guidance scale; 1 turns it off (default: 2)")
-    p.add_argument("--temperature", type=float, default=0.2, help="default: 0.2")
+    p.add_argument("--guidance", type=float, default=DRAW_GUIDANCE,
+                   help="classifier-free guidance scale; 1 turns it off (default: "
+                        f"{DRAW_GUIDANCE})")
+    p.add_argument("--temperature", type=float, default=DRAW_TEMPERATURE,
+                   help=f"default: {DRAW_TEMPERATURE}")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest codes")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")

@@ -21,6 +21,9 @@ FORMAT_VERSION = 2
 NORMS = ("layernorm", "rmsnorm")
 RESIZE_POLICIES = ("squash", "letterbox")  # data.resize (data/images.py)
 ON_BAD = ("error", "skip")  # data.on_bad_sample (data/user.py)
+# drawing defaults (models/vlm.py, `seemore draw`): the most faithful settings measured
+DRAW_GUIDANCE = 2.0  # classifier-free guidance scale
+DRAW_TEMPERATURE = 0.2
 COMPONENTS = ("vision", "projector", "decoder", "text")
 
 

@@ -12,7 +12,6 @@ causal as in CLIP or bidirectional, read out at the <eos> token that ends every 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -24,7 +23,7 @@ from seemore.layers.block import Block, init_weights
 from seemore.layers.moe import router_loss
 from seemore.layers.norm import make_norm
 from seemore.layers.rope import RotaryEmbedding
-from seemore.models.folder import save_folder
+from seemore.models.folder import FolderModel
 from seemore.models.vit import ViT
 from seemore.prompt import caption_ids
 from seemore.tokenizer import Tokenizer
@@ -87,7 +86,7 @@ class TextEncoder(nn.Module):
         return self.norm(x[torch.arange(B, device=ids.device), eos])
 
 
-class CLIP(nn.Module):
+class CLIP(FolderModel):
     def __init__(self, config: Config, tokenizer: Tokenizer):
         super().__init__()
         c = config.model.clip
@@ -101,9 +100,6 @@ class CLIP(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0 if sigmoid else 1 / 0.07)))
         self.bias = nn.Parameter(torch.tensor(-10.0)) if sigmoid else None
 
-    @property
-    def device(self) -> torch.device:
-        return self.log_scale.device
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-length image embeddings (B, embed_dim) from pixels in [0, 1]."""
@@ -126,9 +122,6 @@ class CLIP(nn.Module):
                             f"but the text encoder reads at most {limit} "
                             "(model.clip.text_max_len)")
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write config.json, model.safetensors and tokenizer.json (models/folder.py)."""
-        save_folder(self, folder)
 
     def loss(self, batch) -> torch.Tensor:
         """The training loss of a data.pairs.PairBatch, plus the routers' auxiliary losses

@@ -15,6 +15,19 @@ from seemore.errors import UserError
 from seemore.tokenizer import Tokenizer, load_tokenizer
 
 
+class FolderModel(nn.Module):
+    """A model that is saved as a model folder: what every seemore model is."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write config.json, model.safetensors and, for a model that reads text,
+        tokenizer.json."""
+        save_folder(self, folder)
+
+
 def save_folder(model, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

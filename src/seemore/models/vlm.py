@@ -6,20 +6,18 @@ codes after a caption and <boi>, and the VQ-VAE's pixel decoder turns them into 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from seemore.config import Config
+from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, Config
 from seemore.data.images import load_image_tensor, to_pil
 from seemore.errors import UserError
 from seemore.generation import generate, generate_text
 from seemore.layers.moe import router_loss
 from seemore.models.decoder import Decoder
-from seemore.models.folder import save_folder
+from seemore.models.folder import FolderModel
 from seemore.models.projector import Projector
 from seemore.models.vit import ViT
 from seemore.models.vq import VQVAE
@@ -27,7 +25,7 @@ from seemore.prompt import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
 from seemore.tokenizer import Tokenizer
 
 
-class VLM(nn.Module):
+class VLM(FolderModel):
     def __init__(self, config: Config, tokenizer: Tokenizer):
         super().__init__()
         if config.model.decoder.vocab_size != len(tokenizer):
@@ -58,9 +56,6 @@ class VLM(nn.Module):
             self.vq.eval()  # a frozen image tokenizer: its codebook must not move
         return self
 
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.embed.weight.device
 
     # --- prompts --------------------------------------------------------------------------
 
@@ -172,24 +167,23 @@ class VLM(nn.Module):
         prompts = [self.prompt_ids(q) for q in questions]
         return generate_text(self, prompts, pixels, max_new_tokens, **sampling)
 
-    def draw(self, prompt: str, n: int = 1, guidance: float = 2.0, **sampling
+    def draw(self, prompt: str, n: int = 1, guidance: float = DRAW_GUIDANCE, **sampling
              ) -> list[Image.Image]:
         """n images of what the prompt describes; see draw_batch."""
         if n < 1:
             raise UserError(f"n must be at least 1, got {n}")
         return self.draw_batch([prompt] * n, guidance, **sampling)
 
-    def draw_batch(self, prompts: list[str], guidance: float = 2.0, temperature: float = 0.2,
+    def draw_batch(self, prompts: list[str], guidance: float = DRAW_GUIDANCE,
+                   temperature: float = DRAW_TEMPERATURE,
                    top_k: int | None = None, seed: int | None = None,
                    compile: bool = False) -> list[Image.Image]:
         """One image per prompt: the decoder writes the codes after "<bos> prompt <boi>",
         one cached step per code, and the VQ-VAE turns them into pixels. guidance is the
         classifier-free guidance scale: each step samples from the logits
         uncond + guidance * (cond - uncond), where uncond reads no prompt (1 turns it off).
-        The defaults drew among the most faithful images of the settings we tried
-        (bench_draw.py's cell judge, 200 prompts, one run: 0.54 fully faithful; temperature
-        0 to 1 and guidance 1.5 gave 0.50-0.57, within the noise of 200 prompts; guidance 1:
-        0.47, 3: 0.50, 4: 0.42)."""
+        The defaults drew among the most faithful images of the settings measured (README,
+        "Text to image")."""
         if self.vq is None:
             raise UserError("this model does not draw: train one with an image tokenizer, "
                             "`seemore train --recipe unified`")
@@ -212,6 +206,3 @@ class VLM(nn.Module):
 
     # --- model folder ---------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write config.json, model.safetensors and tokenizer.json (models/folder.py)."""
-        save_folder(self, folder)

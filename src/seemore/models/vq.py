@@ -22,14 +22,12 @@ model's pixel decoder turns them into the picture.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from seemore.config import Config, VQConfig
-from seemore.models.folder import save_folder
+from seemore.models.folder import FolderModel
 
 
 class ResidualBlock(nn.Module):
@@ -132,7 +130,7 @@ def usage(counts: torch.Tensor) -> dict:
     return {"perplexity": perplexity.item(), "codes_used": (counts > 0).float().mean().item()}
 
 
-class VQVAE(nn.Module):
+class VQVAE(FolderModel):
     """Images (B, 3, H, W) in [0, 1] <-> codes (B, N), N = (H / 2**len(vq.channels))**2."""
 
     def __init__(self, config: Config):
@@ -144,9 +142,6 @@ class VQVAE(nn.Module):
         self.pixel_decoder = pixel_decoder(c)
         self.last: dict = {}
 
-    @property
-    def device(self) -> torch.device:
-        return self.quantizer.codebook.device
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction in [-1, 1] scale, codes, commitment loss)."""
@@ -183,6 +178,3 @@ class VQVAE(nn.Module):
         quantised = self.quantizer.codebook[codes].reshape(B, side, side, -1).permute(0, 3, 1, 2)
         return ((self.pixel_decoder(quantised) + 1) / 2).clamp(0, 1)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write config.json and model.safetensors (models/folder.py)."""
-        save_folder(self, folder)
