@@ -202,7 +202,8 @@ def cmd_train(args) -> None:
     if args.text:  # every stage, so that all of them build the same tokenizer
         overrides.append(f"data.text_file={args.text}")
     if args.resume:
-        stages = [resumed_stage(Path(args.resume), overrides)]
+        out = Path(args.resume)
+        stages = [resumed_stage(out, overrides)]
     else:
         preset = get_preset(args.preset)
         out = Path(args.out or f"runs/{preset.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -210,7 +211,7 @@ def cmd_train(args) -> None:
     for stage in stages:
         if (stage.folder / "model.safetensors").exists() and not args.resume:
             raise UserError(f"{stage.folder} already holds a trained model; choose another --out")
-    timings = []
+    timings, model = [], None
     for stage in stages:
         t = stage.config.train
         print(f"stage {stage.name!r}: preset {stage.config.preset!r}, objective {t.objective}, "

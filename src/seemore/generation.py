@@ -114,6 +114,7 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     decoder = model.decoder
     padded = not bool(valid.all())  # without padding, plain causal attention needs no mask
     mask = _attention_mask(valid, longest) if padded else None
+    step, keys = _decode_step, valid  # with the cache: the step and its cache slots, below
     if use_cache:
         # one cache length per model when compiling, so that the compiled step is reused
         length = context if compile else longest + max_new_tokens

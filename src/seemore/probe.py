@@ -125,7 +125,7 @@ def probe(model, fresh, n_train: int = 3000, n_test: int = 800,
     for name, net in (("trained", model), ("untrained", fresh)):
         net.eval()
         train_x, train_y = region_features(net, data, "train", n_train)
-        test_x, test_y = region_features(net, data, "val", n_test)
+        test_x, test_y = region_features(net, data, "val", n_test)  # the same labels twice
         if name == "trained":
             result["pixels"] = {a: {k: fit_probe(k, train_x["pixels"], train_y[a],
                                                  test_x["pixels"], test_y[a]) for k in kinds}
@@ -134,10 +134,10 @@ def probe(model, fresh, n_train: int = 3000, n_test: int = 800,
             where: {a: {k: fit_probe(k, train_x[where], train_y[a], test_x[where], test_y[a])
                         for k in kinds} for a in train_y}
             for where in ("vision", "projector")}
-    result["chance"] = {a: float(max(np.mean(test_y[a] == v) for v in set(test_y[a])))
-                        for a in test_y}
-    result["n_train_regions"] = len(next(iter(train_y.values())))
-    result["n_test_regions"] = len(next(iter(test_y.values())))
+        result["chance"] = {a: float(max(np.mean(test_y[a] == v) for v in set(test_y[a])))
+                            for a in test_y}
+        result["n_train_regions"] = len(next(iter(train_y.values())))
+        result["n_test_regions"] = len(next(iter(test_y.values())))
     return result
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from seemore.data.digits import Digits
 from seemore.data.mixture import Mixture, parse_sources
@@ -86,7 +87,7 @@ def _open_user(path: Path, versions: tuple, image_size: int, image_column: str, 
                        context=context, n_visual=n_visual)
 
 
-def members(data) -> dict[str, object]:
+def members(data) -> dict[str, Any]:
     """The datasets a dataset is made of: a mixture's members, or itself (named "")."""
     return data.members if isinstance(data, Mixture) else {"": data}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
 class Mixture:
     eval_splits = ("test",)
 
-    def __init__(self, members: dict[str, object], weights: list[float]):
+    def __init__(self, members: dict[str, Any], weights: list[float]):
         self.members = members
         self.p = np.array(weights) / sum(weights)
         self.question_types = tuple(dict.fromkeys(

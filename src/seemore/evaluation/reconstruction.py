@@ -22,7 +22,7 @@ def evaluate_vq(model, split: str = "test", n: int = 500, batch_size: int = 100)
     data = dataset_of(model.config)
     n = min(n, data.size(split) or n)
     K = model.config.model.vq.codebook_size
-    squared_error, counts = 0.0, torch.zeros(K)
+    squared_error, pixels, counts = 0.0, 0, torch.zeros(K)
     for start in range(0, n, batch_size):
         images = torch.stack([to_tensor(data.pair(split, i)[0])
                               for i in range(start, min(n, start + batch_size))])
@@ -30,8 +30,9 @@ def evaluate_vq(model, split: str = "test", n: int = 500, batch_size: int = 100)
         codes = model.encode(images)
         reconstruction = model.decode(codes)
         squared_error += ((reconstruction - images) * 255).pow(2).sum().item()
+        pixels += images.numel()
         counts += torch.bincount(codes.flatten().cpu(), minlength=K).float()
-    mse = squared_error / (n * images[0].numel())
+    mse = squared_error / pixels
     model.train(was_training)
     return {split: {"psnr": 10 * math.log10(255**2 / max(mse, 1e-10)), **usage(counts),
                     "n_images": n}}

@@ -32,7 +32,7 @@ FOLDER = "checkpoints"
 def rng_state() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"python": random.getstate(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
                       "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
