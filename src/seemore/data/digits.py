@@ -20,13 +20,12 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
-from seemore.data.labelled import Labelled
+from seemore.data.labelled import FOLDS, Labelled
 from seemore.errors import UserError
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 QUESTION = "what digit is this?"
 QUESTION_TYPES = ("digit", "verify")
-SPLITS = {"test": 0, "val": 1}  # index % 5; the rest is train
 MAX_SHIFT = 1 / 8  # of the image side: one pixel of the original 8x8 scan
 
 
@@ -48,7 +47,7 @@ def split_indices(split: str) -> np.ndarray:
     fold = np.arange(n) % 5
     if split == "train":
         return np.flatnonzero(fold >= 2)
-    return np.flatnonzero(fold == SPLITS[split])
+    return np.flatnonzero(fold == FOLDS[split])
 
 
 def caption(label: int) -> str:

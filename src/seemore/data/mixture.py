@@ -10,12 +10,11 @@ mixes (data/datasets.py); evaluation reports each of them on its own.
 from __future__ import annotations
 
 import re
-import zlib
 from typing import Any
 
 import numpy as np
 
-from seemore.data.labelled import Labelled
+from seemore.data.labelled import Labelled, example_rng
 from seemore.errors import UserError
 
 # "SOURCE:WEIGHT"; a colon followed by anything but a number belongs to the source's name
@@ -47,8 +46,7 @@ class Mixture:
         self.question_types = tuple(dict.fromkeys(
             t for m in members.values() for t in m.question_types))
 
-    def rng(self, split: str, index: int, stream: int = 0) -> np.random.Generator:
-        return np.random.default_rng((zlib.crc32(split.encode()), index, stream))
+    rng = staticmethod(example_rng)
 
     def member(self, split: str, index: int):
         """The dataset the index-th example of a split comes from."""

@@ -29,12 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from seemore.config import ON_BAD
 from seemore.data.images import load_image, resize
-from seemore.data.labelled import Labelled
+from seemore.data.labelled import FOLDS, Labelled, example_rng
 from seemore.data.records import Bad, Record, read_records
 from seemore.errors import UserError
 from seemore.prompt import CAPTION_PROMPT, conversation_length
 
-SPLITS = {"test": 0, "val": 1}  # _fold(row); the rest is train
 CACHE_ROWS = 20_000
 
 
@@ -116,7 +115,7 @@ class UserDataset:
             raise UserError(f"{path}: no usable rows ({len(self.skipped)} bad)")
         fold = np.array([_fold(r) for r in self.records])
         self.splits = {"train": np.flatnonzero(fold >= 2),
-                       **{s: np.flatnonzero(fold == f) for s, f in SPLITS.items()}}
+                       **{s: np.flatnonzero(fold == f) for s, f in FOLDS.items()}}
 
     def size(self, split: str) -> int:
         return len(self._indices(split))
@@ -126,8 +125,7 @@ class UserDataset:
             raise ValueError(f"unknown split {split!r}; choose train, val or test")
         return self.splits[split]
 
-    def rng(self, split: str, index: int, stream: int = 0) -> np.random.Generator:
-        return np.random.default_rng((zlib.crc32(split.encode()), index, stream))
+    rng = staticmethod(example_rng)
 
     def labelled(self, split: str, index: int) -> Labelled:
         indices = self._indices(split)
