@@ -22,6 +22,7 @@ def trained_run(tmp_path_factory):
     """A tiny model trained once for the whole session on the colour question (a few
     seconds): (run folder, model)."""
     out = tmp_path_factory.mktemp("run")
-    config = apply_overrides(get_preset("tiny"), ["train.steps=300", "data.tasks=color"])
+    config = apply_overrides(get_preset("tiny"), ["train.steps=300", "data.tasks=color",
+                                                  "train.precision=fp32"])
     model = train(config, out, progress=False)
     return out, model

@@ -21,14 +21,15 @@ PROMPT = "a large red circle at the top left"
 def vq_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("vq")
     config = apply_overrides(get_preset("tiny"), ["train.objective=vq", "train.steps=40",
-                                                  "train.batch_size=16"])
+                                                  "train.batch_size=16", "train.precision=fp32"])
     train(config, out, progress=False)
     return out
 
 
 def unified_config(vq_run, *overrides):
     return apply_overrides(get_preset("tiny"), [f"train.vq_from={vq_run}",
-                                                "model.decoder.max_seq_len=256", *overrides])
+                                                "model.decoder.max_seq_len=256", "train.precision=fp32",
+                                                *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ image-text retrieval."""
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 from seemore.data.datasets import dataset_of
 from seemore.data.pairs import CaptionPairs, collate_pairs
@@ -33,6 +32,3 @@ class ClipObjective(Objective):
 
     def table(self, results):
         return format_clip_table(results)
-
-    def show(self, model, folder: Path) -> str:
-        return f"seemore eval {folder}"
