@@ -28,8 +28,8 @@ def vq_run(tmp_path_factory):
 
 def unified_config(vq_run, *overrides):
     return apply_overrides(get_preset("tiny"), [f"train.vq_from={vq_run}",
-                                                "model.decoder.max_seq_len=256", "train.precision=fp32",
-                                                *overrides])
+                                                "model.decoder.max_seq_len=256",
+                                                "train.precision=fp32", *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,8 @@ def _text(tmp_path):
 def test_language_model_run_learns_text_and_generates(tmp_path, capsys):
     out = tmp_path / "lm"
     code = main(["train", "--preset", "tiny", "--out", str(out), "--no-progress",
-                 "--text", str(_text(tmp_path)), "train.objective=lm", "train.steps=60", "train.precision=fp32"])
+                 "--text", str(_text(tmp_path)), "train.objective=lm", "train.steps=60",
+                 "train.precision=fp32"])
     assert code == 0, capsys.readouterr().err
     losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl")]
     assert losses[-1] < 0.3 * losses[0]
