@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seemore.config import Config
+from seemore.config import Config, TrainConfig
 from seemore.data.datasets import DATASETS, dataset_of, members
 from seemore.data.user import UserDataset
 from seemore.errors import UserError
@@ -149,7 +149,7 @@ def micro_batches(start: int, steps: int, batch: int, world: World,
             for first in [s * batch + (m * world.size + world.rank) * micro]]
 
 
-def place(t) -> tuple[torch.device, World]:
+def place(t: TrainConfig) -> tuple[torch.device, World]:
     """The device this process trains on and the torchrun world it belongs to."""
     device = resolve_device(t.device)
     world = join(device.type)
