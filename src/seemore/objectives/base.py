@@ -5,6 +5,7 @@ run for these, so nothing outside this package compares objective names."""
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from seemore.prompt import CAPTION_PROMPT, SEPARATOR
 from seemore.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 
 
-class Objective:
-    """One way to train: subclasses set name and model_class and define the methods."""
+class Objective(ABC):
+    """One way to train: subclasses set name and model_class and define build and data;
+    the other methods have defaults for an objective without them."""
 
     name: str
     model_class: type[nn.Module]  # what a model folder of this objective holds
@@ -27,18 +29,18 @@ class Objective:
     images = True  # whether it trains on the dataset's images (a language model: text)
     answers = False  # whether its model captions and answers questions about images
 
+    @abstractmethod
     def build(self, config: Config) -> nn.Module:
         """A freshly initialised model for the config."""
-        raise NotImplementedError
 
     def model(self, config: Config, tokenizer: Tokenizer | None) -> nn.Module:
         """The model of a saved folder's config and tokenizer, before its weights load."""
         return self.model_class(config, tokenizer)
 
+    @abstractmethod
     def data(self, model: nn.Module, config: Config, split: str,
              length: int) -> tuple[Dataset, Callable]:
         """length training examples from a split, and the collate that batches them."""
-        raise NotImplementedError
 
     def validate(self, model: nn.Module, config: Config) -> tuple[dict, str] | None:
         """The periodic val result and a one-line summary of it; None: there is none."""
@@ -49,8 +51,8 @@ class Objective:
         return None
 
     def table(self, results: dict) -> str:
-        """The final evaluation as printed."""
-        raise NotImplementedError
+        """The final evaluation as printed: one line per split by default."""
+        return "\n".join(f"{split}: {result}" for split, result in results.items())
 
     def show(self, model: nn.Module, folder: Path) -> str:
         """Show what the trained model does (after training); returns a command to try."""
