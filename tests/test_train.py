@@ -2,12 +2,14 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from seemore import load
 from seemore.config import apply_overrides, get_preset
 from seemore.data.shapes import COLORS, POSITIONS, SHAPES, Object, ShapesWorld, parse_caption
+from seemore.errors import UserError
 from seemore.evaluation.vqa import caption_f1, evaluate
 from seemore.objectives import build_model
 from seemore.train.loop import learning_rate, make_optimizer, train
@@ -21,6 +23,21 @@ def test_learning_rate_warms_up_then_decays_to_min_lr():
     decay = lrs[t.warmup_steps - 1:]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
     assert abs(lrs[-1] - t.min_lr) < 1e-3 * t.lr
+
+
+def test_wsd_schedule_holds_the_peak_then_decays_over_the_cooldown():
+    config = apply_overrides(get_preset("tiny"), ["train.schedule=wsd", "train.steps=100",
+                                                  "train.warmup_steps=10", "train.cooldown=0.2"])
+    t = config.train
+    lrs = [learning_rate(s, config) for s in range(t.steps)]
+    assert lrs[0] < lrs[9] == lrs[50] == lrs[79] == t.lr
+    assert t.lr > lrs[80] > lrs[90] > lrs[98] > t.min_lr
+    assert lrs[-1] == pytest.approx(t.min_lr)
+
+
+def test_schedule_must_be_known():
+    with pytest.raises(UserError, match="train.schedule must be one of cosine, wsd"):
+        apply_overrides(get_preset("tiny"), ["train.schedule=linear"])
 
 
 def test_vision_lr_sets_the_rate_of_the_vit_and_projector_only(tmp_path):

@@ -21,6 +21,7 @@ FORMAT_VERSION = 2
 NORMS = ("layernorm", "rmsnorm")
 RESIZE_POLICIES = ("squash", "letterbox")  # data.resize (data/images.py)
 ON_BAD = ("error", "skip")  # data.on_bad_sample (data/user.py)
+SCHEDULES = ("cosine", "wsd")  # train.schedule (train/loop.py)
 # drawing defaults (models/vlm.py, `seemore draw`): the most faithful settings measured
 DRAW_GUIDANCE = 2.0  # classifier-free guidance scale
 DRAW_TEMPERATURE = 0.2
@@ -311,6 +312,11 @@ class TrainConfig:
     # questions better than at the decoder's rate (recipes.py)
     vision_lr: float = 0.0
     warmup_steps: int = 100
+    # the learning rate after warmup: "cosine" decays from lr to min_lr over the rest of the
+    # run; "wsd" (warmup-stable-decay) holds lr, then decays linearly to min_lr over the
+    # last `cooldown` share of the steps
+    schedule: str = "cosine"
+    cooldown: float = 0.2
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
@@ -341,6 +347,9 @@ class TrainConfig:
         _check(not self.vq_from or self.objective == "vlm",
                f"train.vq_from is for the vlm objective, not {self.objective}")
         _check(self.steps > 0, "train.steps must be positive")
+        _check(self.schedule in SCHEDULES, f"train.schedule must be one of "
+                                           f"{', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _check(0 < self.cooldown <= 1, f"train.cooldown must be in (0, 1], got {self.cooldown}")
         _check(self.lr > 0 and self.vision_lr >= 0,
                "train.lr must be positive and train.vision_lr positive or 0 (0: train.lr)")
         _check(self.track in ("", "mlflow"), f"train.track must be mlflow or empty, got "

@@ -1,10 +1,10 @@
 """The training loop: one function, read top to bottom.
 
-AdamW (weight decay on matrices only), linear warmup then cosine decay, gradient clipping,
-bf16 autocast where supported, optional torch.compile, periodic evaluation on val, a tqdm
-bar, metrics.jsonl, and the model folder written into the run folder at the end. The run's
-objective (objectives/) builds the model, which supplies the loss of a batch, and says
-what its data and its validation are.
+AdamW (weight decay on matrices only), linear warmup then cosine or warmup-stable-decay,
+gradient clipping, bf16 autocast where supported, optional torch.compile, periodic
+evaluation on val, a tqdm bar, metrics.jsonl, and the model folder written into the run
+folder at the end. The run's objective (objectives/) builds the model, which supplies the
+loss of a batch, and says what its data and its validation are.
 """
 
 from __future__ import annotations
@@ -80,10 +80,14 @@ def attention_context(precision: str, device: torch.device, tokens: int = 0):
 
 
 def learning_rate(step: int, config: Config) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at the last step."""
+    """Linear warmup to lr, then train.schedule's decay to min_lr at the last step."""
     t = config.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
+    if t.schedule == "wsd":
+        decay_steps = max(1, round(t.cooldown * t.steps))
+        progress = (step + 1 - (t.steps - decay_steps)) / decay_steps
+        return t.lr + (t.min_lr - t.lr) * min(1.0, max(0.0, progress))
     progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
