@@ -42,7 +42,7 @@ BATCH = 64
 
 
 def loader(data: UserDataset, model, workers: int, batches: int) -> DataLoader:
-    config = model.config
+    config = model.run
     tasks = TaskDataset(data, "train", model.tokenizer, config.model.n_visual_tokens,
                         task_names(config), 1, length=BATCH * batches, group=BATCH)
     return DataLoader(tasks, batch_size=BATCH, num_workers=workers,

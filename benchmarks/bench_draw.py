@@ -38,6 +38,7 @@ from cell_judge import CellJudge, train_cell_judge  # noqa: E402
 from common import emit, machine  # noqa: E402
 
 from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE  # noqa: E402
+from seemore.data.datasets import dataset_of  # noqa: E402
 from seemore.data.images import to_pil, to_tensor  # noqa: E402
 from seemore.data.shapes import POSITIONS, ShapesWorld, place_phrase  # noqa: E402
 from seemore.evaluation.reconstruction import evaluate_vq  # noqa: E402
@@ -123,12 +124,12 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_folder(args.run, args.device)
     judge_model = load_folder(args.judge, args.device) if args.judge else None
-    world = ShapesWorld(model.config.model.vision.image_size)
+    world = ShapesWorld(model.config.vision.image_size)
     n = args.prompts
     scenes = [world.scene("test", i) for i in range(n)]
     captions = [world.pair("test", i)[1] for i in range(n)]
     objects = [s.objects for s in scenes]
-    vq = evaluate_vq(model.vq, "test", n)["test"]
+    vq = evaluate_vq(model.vq, "test", n, data=dataset_of(model.run))["test"]
 
     sampling = {"guidance": args.guidance, "temperature": args.temperature,
                 "top_k": args.top_k}
@@ -146,7 +147,7 @@ def main() -> None:
     if args.grid:
         image_grid(drawings[:8], captions[:8]).save(args.grid)
 
-    N, K = model.config.model.n_image_codes, model.config.model.vq.codebook_size
+    N, K = model.config.n_image_codes, model.config.vq.codebook_size
     generator = torch.Generator().manual_seed(0)
     random_codes = torch.randint(K, (n, N), generator=generator).to(model.device)
     floor_images = to_pil(model.vq.decode(random_codes))

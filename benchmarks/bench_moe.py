@@ -73,7 +73,7 @@ def layer_cost(precision: str, tokens: int, repeats: int) -> dict:
 @torch.no_grad()
 def val_loss(model, n: int) -> float:
     model.eval()
-    dataset, collate = training_data(model, model.config, "val", n)
+    dataset, collate = training_data(model, model.run, "val", n)
     total = count = 0.0
     for batch in DataLoader(dataset, batch_size=64, collate_fn=collate):
         _, loss = model(batch.ids, batch.images, batch.labels)

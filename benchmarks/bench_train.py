@@ -81,7 +81,7 @@ def main() -> None:
                                                        f"train.compile={args.compile}"])
     device = torch.device(args.device)
     model = build_model(config).train().to(device)
-    config = model.config
+    config = model.run
     B, T = args.batch_size, args.text_len
     batch = random_batch(model, B, T, device)
     run_step = common.train_step(model, args.precision, args.compile, device)

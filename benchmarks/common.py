@@ -57,11 +57,11 @@ def emit(figures: dict) -> None:
 def random_batch(model, batch: int, text_len: int, device: torch.device = CPU):
     """(ids, images, labels) of a VLM training batch of random data: <bos>, text_len random
     characters, then the <image> slots, on device."""
-    tok, M = model.tokenizer, model.config.model.n_visual_tokens
+    tok, M = model.tokenizer, model.config.n_visual_tokens
     ids = torch.randint(5, len(tok), (batch, 1 + text_len + M))
     ids[:, 0] = tok.bos_id
     ids[:, 1 + text_len:] = tok.image_id
-    size = model.config.model.vision.image_size
+    size = model.config.vision.image_size
     images = torch.randn(batch, 3, size, size)
     return ids.to(device), images.to(device), ids.roll(-1, dims=1).to(device)
 
@@ -72,7 +72,7 @@ def train_step(model, precision: str, compile: bool = False,
     on a batch, under the precision the training loop would use on device."""
     from seemore.train.loop import attention_context, autocast_context, make_optimizer
 
-    optimizer = make_optimizer(model, model.config)
+    optimizer = make_optimizer(model, model.run)
     autocast = autocast_context(precision, device)
     forward = torch.compile(model) if compile else model
 

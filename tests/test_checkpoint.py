@@ -57,7 +57,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
 def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
     config = apply_overrides(get_preset("tiny"), [])
     model = build_model(config)
-    optimizer = make_optimizer(model, model.config)
+    optimizer = make_optimizer(model, model.run)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     rng = gather_rng_states(1)
     save_checkpoint(tmp_path, 4, model, optimizer, scaler, rng, keep=3)

@@ -69,7 +69,7 @@ def test_prompt_longer_than_context_is_rejected(trained_run, image_file):
     out, model = trained_run
     result = run("ask", out, image_file, "a" * 300)
     assert result.returncode == 2
-    assert f"context is {model.config.model.decoder.max_seq_len} tokens" in result.stderr
+    assert f"context is {model.config.decoder.max_seq_len} tokens" in result.stderr
 
 
 def test_missing_run_folder_and_bad_override(tmp_path):

@@ -163,7 +163,7 @@ def test_frozen_components_get_no_gradients_no_state_and_stay_bit_identical(tmp_
 
 def test_vision_from_copies_the_vit_of_a_clip_run(clip_run, tmp_path):
     out, clip = clip_run
-    config = apply_overrides(clip.config, ["train.objective=vlm", "data.dataset=shapes",
+    config = apply_overrides(clip.run, ["train.objective=vlm", "data.dataset=shapes",
                                            f"train.vision_from={out}"])
     model = build_model(config)
     prepare(model, config)

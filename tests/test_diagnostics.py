@@ -76,8 +76,8 @@ def test_attend_draws_where_the_answer_looks(trained_run, tmp_path, capsys):
     Image.fromarray(ShapesWorld(32).scene("test", 0).image).save(image)
     question = "what color is the object at the top left?"
     answer, attention, _ = answer_attention(model, str(image), question)
-    assert attention.shape == (model.config.model.decoder.n_layers,
-                               model.config.model.n_visual_tokens)
+    assert attention.shape == (model.config.decoder.n_layers,
+                               model.config.n_visual_tokens)
     assert torch.all(attention >= 0) and torch.all(attention.sum(-1) <= 1 + 1e-5)
     assert answer == model.ask(str(image), question)
     target = tmp_path / "att.png"

@@ -40,7 +40,7 @@ def drawer(vq_run):
     model = build_model(config)
     from seemore.train.loop import prepare
 
-    prepare(model, model.config)
+    prepare(model, model.run)
     return model.eval()
 
 
@@ -76,7 +76,7 @@ def test_the_model_writes_its_vq_codes_into_the_slots_and_labels(drawer):
 
 
 def test_task_dataset_draws_in_its_share_of_batches(drawer):
-    config = drawer.config
+    config = drawer.run
     assert "draw" in task_names(config)
     data = TaskDataset(ShapesWorld(32), "train", drawer.tokenizer, config.model.n_visual_tokens,
                        task_names(config), 1, length=400, group=2, n_codes=16, draw_share=0.5,
@@ -168,7 +168,7 @@ def test_unified_model_learns_to_draw_and_reloads(vq_run, tmp_path, capsys, toke
     untrained = build_model(config)
     from seemore.train.loop import prepare
 
-    prepare(untrained, untrained.config)
+    prepare(untrained, untrained.run)
 
     def drawing_loss(model):
         only_draw = unified_config(vq_run, "data.tasks=draw", "data.uncond_share=0",

@@ -76,7 +76,7 @@ def test_generation_stops_at_eos_and_respects_max_new_tokens(tiny_model):
 
 
 def test_prompt_longer_than_the_context_is_rejected_with_both_lengths(tiny_model):
-    context = tiny_model.config.model.decoder.max_seq_len
+    context = tiny_model.config.decoder.max_seq_len
     prompt = tiny_model.prompt_ids("a" * (context + 10))
     with pytest.raises(UserError, match=rf"{len(prompt)} tokens long .* context is {context}"):
         next(generate(tiny_model, [prompt], torch.randn(1, 3, 32, 32), 5))

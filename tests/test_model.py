@@ -155,7 +155,7 @@ def test_decoder_is_causal():
 
 def _batch(model, pairs, per_row=1):
     """A batch of rows, each a conversation of per_row of the (question, answer) pairs."""
-    n = model.config.model.n_visual_tokens
+    n = model.config.n_visual_tokens
     rows = [pairs[i:i + per_row] for i in range(0, len(pairs), per_row)]
     items = [(torch.rand(3, 32, 32), conversation_sequence(model.tokenizer, n, row))
              for row in rows]
@@ -189,7 +189,7 @@ def test_loss_matches_a_direct_computation(tiny_model):
 
 
 def test_a_conversation_has_the_image_once_and_every_answer_as_a_target(tiny_model):
-    tok, n = tiny_model.tokenizer, tiny_model.config.model.n_visual_tokens
+    tok, n = tiny_model.tokenizer, tiny_model.config.n_visual_tokens
     seq = conversation_sequence(tok, n, PAIRS)
     assert seq.ids[: 1 + n] == [tok.bos_id] + [tok.image_id] * n
     assert seq.ids.count(tok.image_id) == n
@@ -204,7 +204,7 @@ def test_a_conversation_has_the_image_once_and_every_answer_as_a_target(tiny_mod
 def test_the_first_turn_computes_as_if_it_were_alone(tiny_model):
     """Causal attention: the later turns of a conversation cannot change the first."""
     images = torch.rand(1, 3, 32, 32)
-    n = tiny_model.config.model.n_visual_tokens
+    n = tiny_model.config.n_visual_tokens
     whole = collate([(images[0], conversation_sequence(tiny_model.tokenizer, n, PAIRS))],
                     tiny_model.tokenizer.pad_id)
     alone = collate([(images[0], conversation_sequence(tiny_model.tokenizer, n, PAIRS[:1]))],

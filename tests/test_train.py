@@ -118,7 +118,7 @@ def test_run_folder_loads_back_to_the_same_model(trained_run):
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors",
                                                "tokenizer.json", "metrics.jsonl"}
     loaded = load(out)
-    assert loaded.config == model.config and loaded.tokenizer == model.tokenizer
+    assert loaded.run == model.run and loaded.tokenizer == model.tokenizer
     image = torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8).numpy()
     assert loaded.ask(image, "what color is the circle?") == model.ask(
         image, "what color is the circle?")

@@ -17,8 +17,8 @@ def answer_attention(model, image, question: str) -> tuple[str, torch.Tensor, to
     image as the model sees it (3, H, W)). Row l is layer l's attention, averaged over its
     heads, from the last prompt position (which predicts the answer's first token); the
     rest of each row's mass is on the question's tokens."""
-    size = model.config.model.vision.image_size
-    pixels = load_image_tensor(image, size, model.config.data.resize)
+    size = model.config.vision.image_size
+    pixels = load_image_tensor(image, size, model.run.data.resize)
     ids = torch.tensor([model.prompt_ids(question)], device=model.device)  # (1, T)
     captured: list[torch.Tensor] = []
 

@@ -243,7 +243,7 @@ def resumed_stage(run: Path, overrides: list[str]):
 
 
 def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> dict | None:
-    """Evaluate on the dataset model.config names, print the table and write
+    """Evaluate on the dataset model.run names, print the table and write
     out/filename; None for an objective without an evaluation (a language model).
     n_scenes: images per split for a VLM; held-out pairs (at least 1,000) for a CLIP model.
     A model with mixture-of-experts layers also gets its expert load on the test split, in
@@ -251,13 +251,13 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
     from seemore.evaluation.expert_load import expert_load, plot_expert_load
     from seemore.layers.moe import moe_layers
 
-    objective = objective_of(model.config)
+    objective = objective_of(model.run)
     results = objective.evaluate(model, n_scenes)
     if results is None:
         return None
     print(objective.table(results))
     if moe_layers(model):
-        load = expert_load(model, *training_data(model, model.config, "test", 512))
+        load = expert_load(model, *training_data(model, model.run, "test", 512))
         results["expert_load"] = {"split": "test", "layers": load}
         plot_expert_load(load, out / "moe_load.png", f"expert load on test: {out.name}")
         print(f"expert load per layer (uniform {1 / len(next(iter(load.values()))):.3f}): "
@@ -270,7 +270,7 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
         from seemore.tracking import MLflowRun
 
         tracker = MLflowRun(out)
-        tracker.log_metrics({filename.removesuffix(".json"): results}, model.config.train.steps)
+        tracker.log_metrics({filename.removesuffix(".json"): results}, model.run.train.steps)
         for path in (out / filename, out / "moe_load.png", plot_run(out)):
             if path.is_file():
                 tracker.log_artifact(path)
@@ -301,14 +301,13 @@ def cmd_draw(args) -> None:
 def cmd_probe(args) -> None:
     import torch
 
-    from seemore.models.vlm import VLM
     from seemore.probe import format_probe_table, probe
 
     if args.scenes < 10 or args.held_out < 10:
         raise UserError("--scenes and --held-out must be at least 10")
     model = _load_vlm(args)
-    torch.manual_seed(model.config.train.seed)  # the run's own initialisation
-    fresh = VLM(model.config, model.tokenizer).to(args.device)
+    torch.manual_seed(model.run.train.seed)  # the run's own initialisation
+    fresh = objective_of(model.run).model(model.run, model.tokenizer).to(args.device)
     result = probe(model, fresh, args.scenes, args.held_out)
     print(f"probe accuracy on {result['n_test_regions']} held-out objects (linear / MLP), "
           f"fitted on {result['n_train_regions']}:")
@@ -335,7 +334,7 @@ def cmd_data_check(args) -> int:
 
     if args.run:
         model = _load(argparse.Namespace(run=args.run, device="cpu"))
-        config, tokenizer = model.config, model.tokenizer
+        config, tokenizer = model.run, model.tokenizer
     else:
         config, tokenizer = get_preset(args.preset), None
     report = check(args.source, args.image_column, tokenizer,
@@ -355,8 +354,8 @@ def _load(args):
 
 def _load_vlm(args):
     model = _load(args)
-    if not objective_of(model.config).answers:
-        raise UserError(f"{args.run} holds a {model.config.train.objective} model, which "
+    if not objective_of(model.run).answers:
+        raise UserError(f"{args.run} holds a {model.run.train.objective} model, which "
                         f"cannot {args.command}; give a run trained with the VLM objective")
     return model
 
@@ -375,7 +374,7 @@ def _test_examples(model, args, wanted) -> list:
 
     if not args.data:
         return []
-    data = dataset_of(_with_data(model.config, args))
+    data = dataset_of(_with_data(model.run, args))
     found = []
     for name, source in members(data).items():
         for i in range(source.size("test") or args.n):
@@ -397,11 +396,11 @@ def cmd_eval(args) -> None:
     model = _load(args)
     filename = "eval.json"
     if args.data:
-        model.config = _with_data(model.config, args)
+        model.run = _with_data(model.run, args)
         filename = "eval-data.json"
-    n_scenes = args.scenes or model.config.train.final_eval_scenes
+    n_scenes = args.scenes or model.run.train.final_eval_scenes
     if run_eval(model, Path(args.run), n_scenes, filename) is None:
-        raise UserError(f"{args.run} holds a {model.config.train.objective} model, which has "
+        raise UserError(f"{args.run} holds a {model.run.train.objective} model, which has "
                         "no evaluation; try seemore generate")
 
 
@@ -438,7 +437,7 @@ def cmd_plot(args) -> None:
 def cmd_generate(args) -> None:
     model = _load(args)
     if not hasattr(model, "complete"):
-        raise UserError(f"{args.run} holds a {model.config.train.objective} model, which has "
+        raise UserError(f"{args.run} holds a {model.run.train.objective} model, which has "
                         "no decoder to generate text with")
     print(model.complete(args.prompt, args.max_new_tokens, **_sampling(args)))
 

@@ -93,7 +93,7 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
         raise ValueError("classifier-free guidance is for prompts without images")
     n_rows = len(prompts)
     prompts = prompts + (uncond or [])
-    tok, context = model.tokenizer, model.config.model.decoder.max_seq_len
+    tok, context = model.tokenizer, model.config.decoder.max_seq_len
     longest = max(len(p) for p in prompts)
     if longest > context:
         raise UserError(f"the prompt is {longest} tokens long but the model's context is "

@@ -114,11 +114,11 @@ def probe(model, fresh, n_train: int = 3000, n_test: int = 800,
     "n_train_regions": ..., "n_test_regions": ...}."""
     from seemore.data.datasets import dataset_of
 
-    data = dataset_of(model.config)
+    data = dataset_of(model.run)
     if not hasattr(data, "regions"):
         raise UserError(f"probing needs a built-in world (shapes or digits) whose objects "
-                        f"are known; this run's data is {model.config.data.dataset}")
-    if model.config.model.projector.tokens == "cls":
+                        f"are known; this run's data is {model.run.data.dataset}")
+    if model.config.projector.tokens == "cls":
         raise UserError("this model reads only the ViT's class token, which has no place "
                         "in the image to probe")
     result: dict = {}

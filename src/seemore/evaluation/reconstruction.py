@@ -13,15 +13,16 @@ from seemore.models.vq import usage
 
 
 @torch.inference_mode()
-def evaluate_vq(model, split: str = "test", n: int = 500, batch_size: int = 100) -> dict:
+def evaluate_vq(model, split: str = "test", n: int = 500, batch_size: int = 100,
+                data=None) -> dict:
     """PSNR (dB, pixels in 0..255, over all n images' pixels together), and the perplexity
-    and fraction of codebook entries in use over n images of a split of the run's dataset
-    (all of it if it holds fewer)."""
+    and fraction of codebook entries in use over n images of a split of data (default: the
+    run's dataset; all of it if it holds fewer)."""
     was_training = model.training
     model.eval()
-    data = dataset_of(model.config)
+    data = dataset_of(model.run) if data is None else data
     n = min(n, data.size(split) or n)
-    K = model.config.model.vq.codebook_size
+    K = model.config.codebook_size
     squared_error, pixels, counts = 0.0, 0, torch.zeros(K)
     for start in range(0, n, batch_size):
         images = torch.stack([to_tensor(data.pair(split, i)[0])

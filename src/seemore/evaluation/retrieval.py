@@ -64,8 +64,8 @@ def evaluate_clip(model, split: str = "test", n: int = 1000) -> dict:
     holds fewer), and zero-shot classification of the same images for the digits."""
     was_training = model.training
     model.eval()
-    dataset = model.config.data.dataset
-    data = dataset_of(model.config)
+    dataset = model.run.data.dataset
+    data = dataset_of(model.run)
     n = min(n, data.size(split) or n)
     pairs = [data.pair(split, i) for i in range(n)]
     captions = [caption for _, caption in pairs]

@@ -42,8 +42,8 @@ def caption_f1(predicted: list[str], truth: list[str], parse: Callable[[str], li
 
 def blank_image(model) -> np.ndarray:
     """A uniform image of the ViT's mean colour, which it normalises to zero: no content."""
-    size = model.config.model.vision.image_size
-    mean = np.array(model.config.model.vision.image_mean) * 255
+    size = model.config.vision.image_size
+    mean = np.array(model.config.vision.image_mean) * 255
     return np.broadcast_to(mean.round().astype(np.uint8), (size, size, 3)).copy()
 
 
@@ -78,7 +78,7 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
     image too."""
     was_training = model.training
     model.eval()
-    data = data or dataset_of(model.config)
+    data = data or dataset_of(model.run)
     n_images = min(n_images, data.size(split) or n_images)
     examples = [data.labelled(split, i) for i in range(n_images)]
     for i, e in enumerate(examples):
@@ -110,7 +110,7 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
     if with_captions and captioned:
         # as long as the context allows: generation stops at its end
         predicted = _answer(model, [e.image for e in captioned], [CAPTION_PROMPT] * len(captioned),
-                            model.config.model.decoder.max_seq_len, batch_size)
+                            model.config.decoder.max_seq_len, batch_size)
         result["caption_object_f1"] = caption_f1(
             predicted, [e.caption for e in captioned], data.parse_caption)
     model.train(was_training)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seemore.config import ClipConfig, Config
+from seemore.config import ClipConfig, ModelConfig
 from seemore.errors import UserError
 from seemore.layers.block import Block, init_weights
 from seemore.layers.moe import router_loss
@@ -87,13 +87,13 @@ class TextEncoder(nn.Module):
 
 
 class CLIP(FolderModel):
-    def __init__(self, config: Config, tokenizer: Tokenizer):
+    def __init__(self, config: ModelConfig, tokenizer: Tokenizer):
         super().__init__()
-        c = config.model.clip
+        c = config.clip
         self.config, self.tokenizer = config, tokenizer
-        self.vision = ViT(config.model.vision, config.model.moe)
+        self.vision = ViT(config.vision, config.moe)
         self.text = TextEncoder(c, len(tokenizer))
-        self.image_proj = nn.Linear(config.model.vision.dim, c.embed_dim, bias=False)
+        self.image_proj = nn.Linear(config.vision.dim, c.embed_dim, bias=False)
         self.text_proj = nn.Linear(c.text_dim, c.embed_dim, bias=False)
         # SigLIP starts at scale 10 and bias -10 (few positives per row); CLIP at 1/0.07
         sigmoid = c.loss == "sigmoid"
@@ -116,7 +116,7 @@ class CLIP(FolderModel):
         return ids.to(self.device), eos.to(self.device)
 
     def check_length(self, ids: torch.Tensor) -> None:
-        limit = self.config.model.clip.text_max_len
+        limit = self.config.clip.text_max_len
         if ids.shape[1] > limit:
             raise UserError(f"a caption is {ids.shape[1]} tokens long (with <bos> and <eos>) "
                             f"but the text encoder reads at most {limit} "
@@ -127,7 +127,7 @@ class CLIP(FolderModel):
         """The training loss of a data.pairs.PairBatch, plus the routers' auxiliary losses
         when the ViT has mixture-of-experts layers."""
         loss = self(batch.images, batch.ids, batch.eos)
-        return loss + router_loss(self, self.config.model.moe)
+        return loss + router_loss(self, self.config.moe)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, eos: torch.Tensor
                 ) -> torch.Tensor:

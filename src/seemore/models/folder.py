@@ -16,7 +16,11 @@ from seemore.tokenizer import Tokenizer, load_tokenizer
 
 
 class FolderModel(nn.Module):
-    """A model that is saved as a model folder: what every seemore model is."""
+    """A model that is saved as a model folder: what every seemore model is. Its config is
+    the model's own (model.* of a run); run, the whole config of the run it comes from
+    (config.json), is set by its objective when it builds or loads the model."""
+
+    run: Config
 
     @property
     def device(self) -> torch.device:
@@ -31,7 +35,7 @@ class FolderModel(nn.Module):
 def save_folder(model, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.config.save(folder / "config.json")
+    model.run.save(folder / "config.json")
     if getattr(model, "tokenizer", None) is not None:
         model.tokenizer.save(folder / "tokenizer.json")
     save_model(model, str(folder / "model.safetensors"))

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, Config
+from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, ModelConfig
 from seemore.data.images import load_image_tensor, to_pil
 from seemore.errors import UserError
 from seemore.generation import generate, generate_text
@@ -26,28 +26,28 @@ from seemore.tokenizer import Tokenizer
 
 
 class VLM(FolderModel):
-    def __init__(self, config: Config, tokenizer: Tokenizer):
+    """resize is how an image that is not square becomes the ViT's input (data.resize)."""
+
+    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, resize: str = "squash"):
         super().__init__()
-        if config.model.decoder.vocab_size != len(tokenizer):
-            raise UserError(f"model.decoder.vocab_size ({config.model.decoder.vocab_size}) "
+        if config.decoder.vocab_size != len(tokenizer):
+            raise UserError(f"model.decoder.vocab_size ({config.decoder.vocab_size}) "
                             f"does not match the tokenizer ({len(tokenizer)} tokens)")
-        self.config = config
-        self.tokenizer = tokenizer
-        self.vision = ViT(config.model.vision, config.model.moe)
-        self.projector = Projector(config.model)
-        self.decoder = Decoder(config.model.decoder, config.model.moe)
+        self.config, self.tokenizer, self.resize = config, tokenizer, resize
+        self.vision = ViT(config.vision, config.moe)
+        self.projector = Projector(config)
+        self.decoder = Decoder(config.decoder, config.moe)
         self.vq = None
         if tokenizer.codes:
-            if tokenizer.codes != config.model.vq.codebook_size:
+            if tokenizer.codes != config.vq.codebook_size:
                 raise UserError(f"the tokenizer has {tokenizer.codes} image codes but "
-                                f"model.vq.codebook_size is {config.model.vq.codebook_size}")
-            self.vq = VQVAE(config).requires_grad_(False)
+                                f"model.vq.codebook_size is {config.vq.codebook_size}")
+            self.vq = VQVAE(config.vq).requires_grad_(False)
             # RoPE tells the decoder how far apart two tokens are, not where in the image a
             # code goes: a learned embedding per code slot does (DALL-E gives its image
             # tokens row and column embeddings). With it, 400 drawing steps brought the
             # drawing loss to 2.45 instead of 2.74.
-            self.code_position = nn.Embedding(config.model.n_image_codes,
-                                              config.model.decoder.dim)
+            self.code_position = nn.Embedding(config.n_image_codes, config.decoder.dim)
             nn.init.normal_(self.code_position.weight, std=0.02)
 
     def train(self, mode: bool = True) -> VLM:
@@ -60,7 +60,7 @@ class VLM(FolderModel):
     # --- prompts --------------------------------------------------------------------------
 
     def prompt_ids(self, question: str) -> list[int]:
-        return prompt_ids(self.tokenizer, self.config.model.n_visual_tokens, question)
+        return prompt_ids(self.tokenizer, self.config.n_visual_tokens, question)
 
     # --- forward --------------------------------------------------------------------------
 
@@ -71,12 +71,12 @@ class VLM(FolderModel):
         x = self.decoder.embed(ids)  # (B, T, D)
         if self.vq is not None:
             codes = self.code_slots(ids)
-            which = (codes.cumsum(-1) - 1).clamp(min=0) % self.config.model.n_image_codes
+            which = (codes.cumsum(-1) - 1).clamp(min=0) % self.config.n_image_codes
             x = x + codes.unsqueeze(-1) * self.code_position(which)
         slots = ids == self.tokenizer.image_id  # (B, T)
         if images is None or not slots.any():
             return x
-        cls_only = self.config.model.projector.tokens == "cls"
+        cls_only = self.config.projector.tokens == "cls"
         visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
         M = visual.shape[1]
         if bool((slots.sum(-1) != M).any()):
@@ -91,7 +91,7 @@ class VLM(FolderModel):
         """Training forward on right-padded ids (B, T), causal. labels (B, T) hold the target
         of each position's next-token prediction, already shifted, IGNORE_INDEX where no
         loss is taken. Returns (logits, mean loss over target tokens or None)."""
-        context = self.config.model.decoder.max_seq_len
+        context = self.config.decoder.max_seq_len
         if ids.shape[1] > context:
             raise UserError(f"a training sequence is {ids.shape[1]} tokens long but the "
                             f"model's context (model.decoder.max_seq_len) is {context}")
@@ -121,7 +121,7 @@ class VLM(FolderModel):
         rows = slots.any(-1)
         if not rows.any():
             return ids, labels
-        N = self.config.model.n_image_codes
+        N = self.config.n_image_codes
         if bool((slots.sum(-1)[rows] != N).any()):
             raise ValueError(f"every drawing row needs {N} code slots, got "
                              f"{slots.sum(-1)[rows].tolist()}")
@@ -136,7 +136,7 @@ class VLM(FolderModel):
         """The training loss of a data.collate.Batch: cross-entropy, plus the routers'
         auxiliary losses when there are mixture-of-experts layers."""
         loss = self(batch.ids, batch.images, batch.labels)[1]
-        return loss + router_loss(self, self.config.model.moe)
+        return loss + router_loss(self, self.config.moe)
 
     # --- the friendly API -----------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class VLM(FolderModel):
     def caption(self, image, max_new_tokens: int | None = None, **sampling) -> str:
         """Describe one image (a path, a PIL image or an array). By default the caption may
         run to the end of the context (generation stops there)."""
-        max_new_tokens = max_new_tokens or self.config.model.decoder.max_seq_len
+        max_new_tokens = max_new_tokens or self.config.decoder.max_seq_len
         return self.ask(image, CAPTION_PROMPT, max_new_tokens, **sampling)
 
     def complete(self, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
@@ -160,8 +160,8 @@ class VLM(FolderModel):
 
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
-        size = self.config.model.vision.image_size
-        policy = self.config.data.resize
+        size = self.config.vision.image_size
+        policy = self.resize
         pixels = torch.stack([load_image_tensor(im, size, policy) for im in images])
         pixels = pixels.to(self.device)
         prompts = [self.prompt_ids(q) for q in questions]
@@ -189,9 +189,9 @@ class VLM(FolderModel):
                             "`seemore train --recipe unified`")
         if guidance < 0:
             raise UserError(f"guidance must be >= 0, got {guidance}")
-        tok, N = self.tokenizer, self.config.model.n_image_codes
+        tok, N = self.tokenizer, self.config.n_image_codes
         cond = [[tok.bos_id, *tok.encode(p.strip(), what="prompt"), tok.boi_id] for p in prompts]
-        context = self.config.model.decoder.max_seq_len
+        context = self.config.decoder.max_seq_len
         if max(map(len, cond)) + N > context:
             longest = max(prompts, key=len)
             raise UserError(f"the prompt {longest!r} is too long to draw: with its {N} image "

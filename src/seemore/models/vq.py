@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seemore.config import Config, VQConfig
+from seemore.config import VQConfig
 from seemore.models.folder import FolderModel
 
 
@@ -133,13 +133,12 @@ def usage(counts: torch.Tensor) -> dict:
 class VQVAE(FolderModel):
     """Images (B, 3, H, W) in [0, 1] <-> codes (B, N), N = (H / 2**len(vq.channels))**2."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: VQConfig):
         super().__init__()
         self.config = config
-        c = config.model.vq
-        self.encoder = encoder(c)
-        self.quantizer = Quantizer(c)
-        self.pixel_decoder = pixel_decoder(c)
+        self.encoder = encoder(config)
+        self.quantizer = Quantizer(config)
+        self.pixel_decoder = pixel_decoder(config)
         self.last: dict = {}
 
 
@@ -151,7 +150,7 @@ class VQVAE(FolderModel):
     def loss(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstruction and edge errors plus the weighted commitment loss, on a batch of
         images."""
-        c = self.config.model.vq
+        c = self.config
         reconstruction, _, commitment = self(images)
         reconstruction, target = reconstruction.float(), images * 2 - 1
         error = F.mse_loss(reconstruction, target)

@@ -34,8 +34,15 @@ class Objective(ABC):
         """A freshly initialised model for the config."""
 
     def model(self, config: Config, tokenizer: Tokenizer | None) -> nn.Module:
-        """The model of a saved folder's config and tokenizer, before its weights load."""
-        return self.model_class(config, tokenizer)
+        """The model of a run's config and tokenizer, freshly initialised (a saved folder's
+        weights load into it); it takes the model config, and keeps the run's as model.run."""
+        model = self.make(config, tokenizer)
+        model.run = config
+        return model
+
+    def make(self, config: Config, tokenizer: Tokenizer | None) -> nn.Module:
+        """The model class built from what it takes of the run's config."""
+        return self.model_class(config.model, tokenizer)
 
     @abstractmethod
     def data(self, model: nn.Module, config: Config, split: str,

@@ -17,7 +17,7 @@ class ClipObjective(Objective):
     model_class = CLIP
 
     def build(self, config):
-        return CLIP(*with_tokenizer(config))
+        return self.model(*with_tokenizer(config))
 
     def data(self, model, config, split, length):
         pairs = CaptionPairs(dataset_of(config), split, length)

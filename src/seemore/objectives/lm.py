@@ -17,7 +17,7 @@ class LMObjective(Objective):
     images = False
 
     def build(self, config):
-        return VLM(*with_tokenizer(config))
+        return self.model(*with_tokenizer(config))
 
     def data(self, model, config, split, length):
         d = config.data

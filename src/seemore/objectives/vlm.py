@@ -27,7 +27,10 @@ class VLMObjective(Objective):
         task_names(config)  # checks data.tasks before anything is built
         if config.train.vq_from:
             config = with_image_tokenizer(config)
-        return VLM(*with_tokenizer(config))
+        return self.model(*with_tokenizer(config))
+
+    def make(self, config, tokenizer):
+        return VLM(config.model, tokenizer, config.data.resize)
 
     def data(self, model, config, split, length):
         d = config.data
@@ -44,7 +47,7 @@ class VLMObjective(Objective):
 
     def evaluate(self, model, n_scenes):
         results = {}
-        for name, data in members(dataset_of(model.config)).items():  # a mixture's one by one
+        for name, data in members(dataset_of(model.run)).items():  # a mixture's one by one
             for split in data.eval_splits:
                 key = f"{name}:{split}" if name else split
                 results[key] = evaluate(model, split, n_scenes, data=data, blind=True)
@@ -90,7 +93,7 @@ def with_image_tokenizer(config: Config) -> Config:
 def show_samples(model, n: int = 3) -> str | None:
     """Questions about n held-out test images: the model's answer next to the truth.
     Returns the first question asked (None if they had none)."""
-    data = dataset_of(model.config)
+    data = dataset_of(model.run)
     asked = []
     for i in range(min(n, data.size("test") or n)):
         example = data.labelled("test", i)
@@ -108,7 +111,7 @@ def show_samples(model, n: int = 3) -> str | None:
 
 def show_drawings(model, path: Path, n: int = 8) -> str:
     """Draw the captions of n held-out test images into a grid at path; returns the first."""
-    data = dataset_of(model.config)
+    data = dataset_of(model.run)
     captions = [data.pair("test", i)[1] for i in range(n)]
     image_grid(model.draw_batch(captions, seed=0), captions).save(path)
     print(f"\ndrawings of {n} test captions: {path}")

@@ -16,10 +16,10 @@ class VQObjective(Objective):
     reads_text = False
 
     def build(self, config):
-        return VQVAE(config)
+        return self.model(config, None)
 
-    def model(self, config, tokenizer):
-        return VQVAE(config)
+    def make(self, config, tokenizer):
+        return VQVAE(config.model.vq)
 
     def data(self, model, config, split, length):
         return CaptionPairs(dataset_of(config), split, length), collate_images

@@ -231,9 +231,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     model = build_model(config)
-    prepare(model, model.config)
+    prepare(model, model.run)
     model.to(device)
-    config = model.config
+    config = model.run
     if world.main:
         config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
