@@ -6,12 +6,13 @@ from seemore.cli import main
 from seemore.config import apply_overrides, get_preset
 from seemore.data.collate import TaskDataset, collate
 from seemore.data.datasets import task_names
+from seemore.data.images import to_tensor
 from seemore.data.shapes import ShapesWorld
 from seemore.errors import UserError
 from seemore.generation import generate
 from seemore.objectives import build_model, training_data
 from seemore.objectives.load import load_folder
-from seemore.prompt import IGNORE_INDEX, drawing_sequence
+from seemore.prompt import IGNORE_INDEX, conversation_sequence, drawing_sequence
 from seemore.train.loop import train
 
 PROMPT = "a large red circle at the top left"
@@ -73,6 +74,31 @@ def test_the_model_writes_its_vq_codes_into_the_slots_and_labels(drawer):
         assert torch.equal(labels[row, boi: boi + 16], codes[row])  # each predicts the next
         assert labels[row, boi + 16] == tok.eoi_id
         assert (labels[row, :boi] == IGNORE_INDEX).all()
+
+
+def test_a_training_step_never_reads_the_device(drawer, monkeypatch):
+    """On a GPU a host sync per step stalls the pipeline: the loss of a batch built by
+    collate must not turn a tensor into a Python value, and must equal the checked path."""
+    tok, world = drawer.tokenizer, ShapesWorld(32)
+    n = drawer.config.n_visual_tokens
+    drawings = [drawing_sequence(tok, world.pair("train", i)[1], 16, uncond=False)
+                for i in range(2)]
+    questions = [conversation_sequence(tok, n, [("what color is the circle?", "red")])] * 2
+    images = [to_tensor(world.pair("train", i)[0]) for i in range(2)]
+    batches = [collate(list(zip(images, seqs, strict=True)), tok.pad_id)
+               for seqs in (drawings, questions)]
+    assert [(b.sees, b.draws) for b in batches] == [(False, True), (True, False)]
+    checked = [drawer(b.ids, b.images, b.labels)[1] for b in batches]
+
+    def sync(*args):
+        raise AssertionError("the training forward read a tensor on the host")
+
+    for name in ("__bool__", "__int__", "__float__", "item", "tolist", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    losses = [drawer(b.ids, b.images, b.labels, b.sees, b.draws)[1] for b in batches]
+    monkeypatch.undo()
+    for loss, expected in zip(losses, checked, strict=True):
+        torch.testing.assert_close(loss, expected)
 
 
 def test_task_dataset_draws_in_its_share_of_batches(drawer):

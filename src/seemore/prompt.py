@@ -40,10 +40,13 @@ def prompt_ids(tokenizer: Tokenizer, n_visual: int, question: str) -> list[int]:
 
 @dataclass
 class Sequence:
-    """One training sequence: its ids and their labels, of the same length."""
+    """One training sequence: its ids and their labels, of the same length; whether it holds
+    the image's visual tokens (sees) and whether it draws the image (draws)."""
 
     ids: list[int]
     labels: list[int]
+    sees: bool = False
+    draws: bool = False
 
 
 def conversation_sequence(tokenizer: Tokenizer, n_visual: int,
@@ -59,7 +62,7 @@ def conversation_sequence(tokenizer: Tokenizer, n_visual: int,
         # the last prompt token predicts target[0]; <eos> predicts nothing
         labels += [IGNORE_INDEX] * (len(prompt) - 1) + target + [IGNORE_INDEX]
         ids += prompt + target
-    return Sequence(ids, labels)
+    return Sequence(ids, labels, sees=n_visual > 0)
 
 
 def conversation_length(turns: tuple[tuple[str, str], ...], n_visual: int) -> int:
@@ -75,7 +78,7 @@ def drawing_sequence(tokenizer: Tokenizer, caption: str, n_codes: int,
     ids = [tokenizer.bos_id, *text, tokenizer.boi_id, *[tokenizer.code_ids[0]] * n_codes,
            tokenizer.eoi_id]
     labels = [IGNORE_INDEX] * (len(ids) - 2) + [tokenizer.eoi_id, IGNORE_INDEX]
-    return Sequence(ids, labels)
+    return Sequence(ids, labels, draws=True)
 
 
 def caption_ids(tokenizer: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,10 +95,14 @@ class Batch:
     images: torch.Tensor | None  # (B, 3, H, W); None for text only
     ids: torch.Tensor  # (B, T), right-padded
     labels: torch.Tensor  # (B, T)
+    # whether some row holds visual tokens / draws its image: known when the batch is
+    # built, so the model need not look at the ids on the device (a host sync) to decide
+    sees: bool = False
+    draws: bool = False
 
     def to(self, device: torch.device) -> Batch:
         return Batch(None if self.images is None else self.images.to(device),
-                     self.ids.to(device), self.labels.to(device))
+                     self.ids.to(device), self.labels.to(device), self.sees, self.draws)
 
 
 def collate(items: list[tuple[torch.Tensor, Sequence]], pad_id: int) -> Batch:
@@ -114,4 +118,5 @@ def collate(items: list[tuple[torch.Tensor, Sequence]], pad_id: int) -> Batch:
 
     seqs = [seq for _, seq in items]
     return Batch(torch.stack([image for image, _ in items]), pad([s.ids for s in seqs], pad_id),
-                 pad([s.labels for s in seqs], IGNORE_INDEX))
+                 pad([s.labels for s in seqs], IGNORE_INDEX), any(s.sees for s in seqs),
+                 any(s.draws for s in seqs))

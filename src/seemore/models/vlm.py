@@ -64,40 +64,47 @@ class VLM(FolderModel):
 
     # --- forward --------------------------------------------------------------------------
 
-    def embed(self, ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor, images: torch.Tensor | None,
+              sees: bool | None = None) -> torch.Tensor:
         """Token embeddings (B, T, D) with visual tokens written over the <image> slots: the
         k-th slot of a row gets visual token k of the row's image. Image codes (between
-        <boi> and <eoi>) get the embedding of their place in the image added."""
+        <boi> and <eoi>) get the embedding of their place in the image added. sees: whether
+        some row has <image> slots, as a data.collate.Batch knows (its rows have every slot
+        by construction); None: read from ids and checked (two host syncs)."""
         x = self.decoder.embed(ids)  # (B, T, D)
         if self.vq is not None:
             codes = self.code_slots(ids)
             which = (codes.cumsum(-1) - 1).clamp(min=0) % self.config.n_image_codes
             x = x + codes.unsqueeze(-1) * self.code_position(which)
         slots = ids == self.tokenizer.image_id  # (B, T)
-        if images is None or not slots.any():
+        M = self.config.n_visual_tokens
+        if sees is None:
+            sees = bool(slots.any())
+            if sees and bool((slots.sum(-1) != M).any()):
+                raise ValueError(f"every row needs {M} <image> slots, got "
+                                 f"{slots.sum(-1).tolist()}")
+        if images is None or not sees:
             return x
         cls_only = self.config.projector.tokens == "cls"
         visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
-        M = visual.shape[1]
-        if bool((slots.sum(-1) != M).any()):
-            raise ValueError(f"every row needs {M} <image> slots, got {slots.sum(-1).tolist()}")
         which = (slots.cumsum(-1) - 1).clamp(min=0)  # (B, T): visual token per slot
         picked = visual.gather(1, which.unsqueeze(-1).expand(-1, -1, visual.shape[-1]))
         return torch.where(slots.unsqueeze(-1), picked.to(x.dtype), x)
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None,
-                labels: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                labels: torch.Tensor | None = None, sees: bool | None = None,
+                draws: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training forward on right-padded ids (B, T), causal. labels (B, T) hold the target
         of each position's next-token prediction, already shifted, IGNORE_INDEX where no
-        loss is taken. Returns (logits, mean loss over target tokens or None)."""
+        loss is taken. sees and draws: whether some row has visual tokens / draws (see
+        embed; None: read from ids). Returns (logits, mean loss over target tokens or None)."""
         context = self.config.decoder.max_seq_len
         if ids.shape[1] > context:
             raise UserError(f"a training sequence is {ids.shape[1]} tokens long but the "
                             f"model's context (model.decoder.max_seq_len) is {context}")
-        if self.vq is not None and images is not None:
-            ids, labels = self.write_codes(ids, labels, images)
-        x = self.embed(ids, images)
+        if self.vq is not None and images is not None and draws is not False:
+            ids, labels = self.write_codes(ids, labels, images, checked=draws is True)
+        x = self.embed(ids, images, sees)
         positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         logits = self.decoder(x, positions)
         if labels is None:
@@ -113,21 +120,26 @@ class VLM(FolderModel):
         return (opened > closed) & (ids != tok.boi_id)
 
     def write_codes(self, ids: torch.Tensor, labels: torch.Tensor | None,
-                    images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    images: torch.Tensor, checked: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fill the placeholders between <boi> and <eoi> of each drawing row with the codes
-        of the row's image, and make them the targets of the positions before them."""
+        of the row's image, and make them the targets of the positions before them. The
+        k-th slot of a row gets code k; checked: the caller knows that some row draws and
+        every drawing row has all its slots (else they are read from ids: host syncs)."""
         tok = self.tokenizer
         slots = self.code_slots(ids)  # (B, T)
-        rows = slots.any(-1)
-        if not rows.any():
-            return ids, labels
         N = self.config.n_image_codes
-        if bool((slots.sum(-1)[rows] != N).any()):
-            raise ValueError(f"every drawing row needs {N} code slots, got "
-                             f"{slots.sum(-1)[rows].tolist()}")
+        if not checked:
+            counts = slots.sum(-1)
+            if not bool(counts.any()):
+                return ids, labels
+            if bool(((counts != 0) & (counts != N)).any()):
+                raise ValueError(f"every drawing row needs {N} code slots, got "
+                                 f"{counts.tolist()}")
         with torch.autocast(ids.device.type, enabled=False):
-            codes = self.vq.encode(images[rows].float())  # (R, N), in the rows' order
-        ids = ids.masked_scatter(slots, codes + tok.code_ids[0])
+            codes = self.vq.encode(images.float())  # (B, N)
+        which = (slots.cumsum(-1) - 1).clamp(min=0, max=N - 1)  # (B, T): code per slot
+        ids = torch.where(slots, codes.gather(1, which) + tok.code_ids[0], ids)
         if labels is not None:
             labels = torch.where(slots.roll(-1, dims=1), ids.roll(-1, dims=1), labels)
         return ids, labels
@@ -135,7 +147,7 @@ class VLM(FolderModel):
     def loss(self, batch) -> torch.Tensor:
         """The training loss of a data.collate.Batch: cross-entropy, plus the routers'
         auxiliary losses when there are mixture-of-experts layers."""
-        loss = self(batch.ids, batch.images, batch.labels)[1]
+        loss = self(batch.ids, batch.images, batch.labels, batch.sees, batch.draws)[1]
         return loss + router_loss(self, self.config.moe)
 
     # --- the friendly API -----------------------------------------------------------------
