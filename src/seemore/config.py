@@ -325,8 +325,8 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"  # auto: cuda, then mps, then cpu
     seed: int = 0
-    # run the training forward and backward through torch.compile: the first step compiles
-    # (about 45 s for seemore-classic on 2 CPU cores), later steps run about 13% faster there
+    # run the training forward and backward through torch.compile: the first step compiles,
+    # later steps run faster (README, "Configuration and presets", measures both)
     compile: bool = False
     eval_every: int = 500
     eval_scenes: int = 100  # val scenes in the periodic evaluation

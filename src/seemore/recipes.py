@@ -46,25 +46,17 @@ FIRST_DEFAULT = ("model.vision.stem=patch", "model.tokenizer=char",
                  "model.decoder.max_seq_len=192", "data.tasks_per_image=1", "train.lr=1e-3",
                  "train.vision_lr=0", "train.schedule=cosine")
 CLIP = (*FIRST_DEFAULT, "train.objective=clip", "train.batch_size=128", "train.lr=1e-3")
-# the two stages of `unified` train in under 30 minutes on 2 CPU cores. The share of 500
-# test images whose reconstruction the cell judge of benchmarks/bench_draw.py reads fully
-# right (every object's shape, colour, size and place): 72% after 1,200 VQ steps, 84% after
-# 2,400; then 88% with the edge loss (model.vq.edge_weight=1) or with lr 4e-3 instead of
-# 2e-3, and 91% with both (edge weight 2), which is the recipe. Small squares losing their
-# corners, and reading as circles, were most of the misses.
+# the two stages of `unified` train in under 30 minutes on 2 CPU cores. The VQ stage's
+# edge loss keeps the corners of small squares, which on pixel MSE alone read as circles,
+# and a rate of 4e-3 trains it faster (README, "Text to image", has the measurements)
 VQ = ("train.objective=vq", "train.batch_size=32", "train.steps=2400", "train.eval_every=800",
       "train.lr=4e-3", "train.schedule=cosine")
-# BPE: a caption is about 17 tokens instead of 76 characters, so a step costs under half
-# as much and 6,000 steps fit where 3,300 did; 200 test drawings went from 41% to 54%
-# faithful and test VQA from 0.46 to 0.64. Drawing is short of steps: 60% of the batches
-# draw (data.draw_share), which brought the drawings to 68% and test VQA down to 0.52.
-# Batches of 32: 800 steps of 32 brought the drawing loss lower (2.2) than 400 of 64 (2.5)
-# in the same time. The decoder at 3e-3 and the ViT and projector at 1e-3: against 1e-3 for
-# all, 200 test drawings went from 31% to 41-48% faithful (character tokenizer; two runs
-# that differ only in the ViT's rate by 0.01%) and test VQA moved within run-to-run spread
-# (0.46-0.53 against 0.50); 2e-3 for all drew 41% faithful but answered 0.41. 256
-# positions leave room for the character tokenizer too (unified.model.tokenizer=char),
-# whose longest caption and 64 codes take 199.
+# BPE makes a caption about a fifth as many tokens as characters, so a step costs under
+# half as much; drawing is short of steps, so 60% of the batches draw, in batches of 32,
+# and the decoder learns at the higher rate that drawing gains from while the ViT and
+# projector keep the lower one that answering prefers (README, "Text to image", measures
+# each choice). 256 positions leave room for the character tokenizer too
+# (unified.model.tokenizer=char), whose longest caption and 64 codes take 199.
 UNIFIED = (*FIRST_DEFAULT, "model.tokenizer=bpe", "model.decoder.max_seq_len=256",
            "data.draw_share=0.6", "train.batch_size=32", "train.steps=6000",
            "train.eval_every=2000", "train.lr=3e-3", "train.vision_lr=1e-3")

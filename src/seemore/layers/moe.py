@@ -37,10 +37,10 @@ from seemore.config import MoEConfig
 from seemore.layers.mlp import MLP
 
 # In training, expert groups are padded with zero rows to a multiple of this. On the CPU, a
-# bf16 matmul whose row count changes from call to call ran 3-4x slower than one of a fixed
-# row count (oneDNN builds kernels per shape); rounding to 16 rows keeps the shapes few and
-# made the layer 1.6x faster at a training batch's size (16 x 34 tokens), for at most 15 zero
-# rows per expert. Outside training it would make a one-token generation step compute 16.
+# bf16 matmul whose row count changes from call to call is slow (oneDNN builds kernels per
+# shape); rounding to 16 rows keeps the shapes few, for at most 15 zero rows per expert
+# (README, "Mixture of experts", measures it). Outside training it would make a one-token
+# generation step compute 16.
 ROWS = 16
 
 @dataclass

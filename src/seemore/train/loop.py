@@ -69,11 +69,10 @@ def autocast_context(precision: str, device: torch.device):
 
 
 def attention_context(precision: str, device: torch.device, tokens: int = 0):
-    """PyTorch's CPU flash-attention kernel is 2-7x slower than the math path in bf16 for our
-    short sequences (forward + backward, measured on 2 cores), so half precision on CPU uses
-    the math path up to 176 tokens (default preset, batch 64: 70 tokens 0.43 s a step
-    against 0.62 with flash, 166 tokens 1.00 against 1.05). Past that flash wins: drawings,
-    193 tokens, 1.1 s against 1.7."""
+    """Half precision on CPU uses the math attention path up to 176 tokens: PyTorch's CPU
+    flash-attention kernel is slower than it in bf16 for short sequences (forward and
+    backward, measured on 2 cores: README, "Configuration and presets"), and faster past it,
+    where the drawings' sequences are."""
     if device.type == "cpu" and autocast_dtype(precision, device) is not None and tokens <= 176:
         return sdpa_kernel(SDPBackend.MATH)
     return nullcontext()
