@@ -47,7 +47,7 @@ class ViT(nn.Module):
             # a learned position embedding that starts as a 2-D sine-cosine table (as MAE's
             # fixed one): every patch knows its row and column from the first step. From
             # random std-0.02 values, a tenth of the patches' scale, the VLM took most of its
-            # training to tell where an object is (README, "Making the default model see").
+            # training to tell where an object is (README, "How the model learned to see").
             self.pos_embed[0, 1:] = sincos_2d(c.grid_size, c.dim)
         if c.stem == "conv":
             self.patch_embed.reset_parameters()  # fan-in scaled, not the blocks' std 0.02
