@@ -100,7 +100,6 @@ class CLIP(FolderModel):
         self.log_scale = nn.Parameter(torch.tensor(math.log(10.0 if sigmoid else 1 / 0.07)))
         self.bias = nn.Parameter(torch.tensor(-10.0)) if sigmoid else None
 
-
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-length image embeddings (B, embed_dim) from pixels in [0, 1]."""
         return F.normalize(self.image_proj(self.vision(images, cls_only=True)[:, 0]), dim=-1)
@@ -121,7 +120,6 @@ class CLIP(FolderModel):
             raise UserError(f"a caption is {ids.shape[1]} tokens long (with <bos> and <eos>) "
                             f"but the text encoder reads at most {limit} "
                             "(model.clip.text_max_len)")
-
 
     def loss(self, batch) -> torch.Tensor:
         """The training loss of a data.pairs.PairBatch, plus the routers' auxiliary losses

@@ -55,7 +55,6 @@ class VLM(FolderModel):
             self.vq.eval()  # a frozen image tokenizer: its codebook must not move
         return self
 
-
     # --- prompts --------------------------------------------------------------------------
 
     def prompt_ids(self, question: str) -> list[int]:
@@ -214,6 +213,3 @@ class VLM(FolderModel):
                          step_embeddings=self.code_position.weight)
         codes = torch.stack(list(steps), dim=1) - tok.code_ids[0]  # (B, N)
         return to_pil(self.vq.decode(codes))
-
-    # --- model folder ---------------------------------------------------------------------
-

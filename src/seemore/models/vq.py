@@ -141,7 +141,6 @@ class VQVAE(FolderModel):
         self.pixel_decoder = pixel_decoder(config)
         self.last: dict = {}
 
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction in [-1, 1] scale, codes, commitment loss)."""
         quantised, codes, commitment = self.quantizer(self.encoder(images * 2 - 1))
@@ -176,4 +175,3 @@ class VQVAE(FolderModel):
         side = int(N**0.5)
         quantised = self.quantizer.codebook[codes].reshape(B, side, side, -1).permute(0, 3, 1, 2)
         return ((self.pixel_decoder(quantised) + 1) / 2).clamp(0, 1)
-
