@@ -29,16 +29,12 @@ class FolderModel(nn.Module):
     def save_pretrained(self, folder: str | Path) -> None:
         """Write config.json, model.safetensors and, for a model that reads text,
         tokenizer.json."""
-        save_folder(self, folder)
-
-
-def save_folder(model, folder: str | Path) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.run.save(folder / "config.json")
-    if getattr(model, "tokenizer", None) is not None:
-        model.tokenizer.save(folder / "tokenizer.json")
-    save_model(model, str(folder / "model.safetensors"))
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.run.save(folder / "config.json")
+        if getattr(self, "tokenizer", None) is not None:
+            self.tokenizer.save(folder / "tokenizer.json")
+        save_model(self, str(folder / "model.safetensors"))
 
 
 def _require(folder: Path, name: str) -> Path:
