@@ -5,6 +5,7 @@ import base64
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -162,3 +163,70 @@ def test_base64_images_are_read_again_from_their_row_not_held(tmp_path):
     assert first.turns[0][1] == "two\nlines" and second.location == f"{path}:4"
     assert not isinstance(first.image, bytes)  # a reference to the row
     assert [first.image_source(), second.image_source()] == images
+
+
+def photo(side=1024, seed=0) -> bytes:
+    """A PNG the size of an ordinary photo: smooth colour with noise, 1-3 MB."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side] / side
+    base = np.stack([x, y, 1 - x * y], -1) * 200
+    pixels = (base + rng.normal(0, 20, base.shape)).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_base64_csv_of_full_size_photos_is_read(tmp_path):
+    """The original format with real photos: each field is megabytes, past the csv module's
+    default limit of 128 KB."""
+    images = [photo(seed=i) for i in range(2)]
+    assert all(len(b) > 1_000_000 for b in images)
+    path = write_csv(tmp_path / "photos.csv", ["b64string_images", "caption"],
+                     [[b64(b), f"photo {i}"] for i, b in enumerate(images)])
+    records = list(read_records(path))
+    assert [type(r) for r in records] == [Record, Record]
+    assert records[1].image_source() == images[1]
+    report = check(path, context=192, n_visual=16)
+    assert report.rows == 2 and not report.bad
+
+
+def test_byte_order_marks_encodings_and_extra_fields(tmp_path):
+    good = [b64(png()), "a red box"]
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + "b64string_images,caption\n{},{}\r\n".format(*good).encode())
+    assert [type(r) for r in read_records(bom)] == [Record]  # BOM and CRLF are fine
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(f"b64string_images,caption\n{good[0]},caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin.csv:2: not UTF-8 text"):
+        list(read_records(latin))
+
+    extra = write_csv(tmp_path / "extra.csv", ["b64string_images", "caption"],
+                      [[*good, "and more"]])
+    (bad,) = read_records(extra)
+    assert isinstance(bad, Bad) and "3 fields for 2 columns" in bad.reason
+
+    lines = tmp_path / "rows.jsonl"
+    lines.write_bytes(b'\xef\xbb\xbf{"image": "x.png", "conversations": []}\n\xff\xfe{}\n')
+    first, second = read_records(lines)
+    assert first.reason == "no 'conversations' list" and second.reason == "not UTF-8 text"
+
+
+def test_splits_named_by_a_column_or_by_folders(tmp_path):
+    image = b64(png())
+    named = write_csv(tmp_path / "named.csv", ["b64string_images", "caption", "split"], [
+        [image, "one", "train"], [image, "two", "validation"], [image, "three", "TEST"],
+        [image, "four", ""], [image, "five", "dev"]])
+    rows = list(read_records(named))
+    assert [r.split for r in rows[:4]] == ["train", "val", "test", ""]
+    assert isinstance(rows[4], Bad) and "split 'dev' is not train, validation or test" in \
+        rows[4].reason
+
+    for split in ("train", "validation", "test"):
+        (tmp_path / "hf" / split).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "hf" / split / "a.png")
+        (tmp_path / "hf" / split / "metadata.jsonl").write_text(
+            json.dumps({"file_name": "a.png", "text": f"from {split}"}) + "\n")
+    rows = list(read_records(tmp_path / "hf"))
+    assert [(r.split, r.turns[0][1]) for r in rows] == [
+        ("train", "from train"), ("val", "from validation"), ("test", "from test")]

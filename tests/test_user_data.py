@@ -185,3 +185,42 @@ def test_starting_from_a_run_with_another_tokenizer_is_refused(folder, tmp_path,
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "shapes"),
                  "--no-progress", "train.steps=2", f"train.init_from={digits_run}"]) == 2
     assert "its decoder was trained with a different tokenizer" in capsys.readouterr().err
+
+
+def test_a_small_repeated_dataset_trains_and_says_why_it_is_not_evaluated(tmp_path, capsys):
+    """240 rows that repeat six image/caption pairs, as people start: the rows of a pair share
+    a split, here all train, so there is nothing to evaluate on; the run still succeeds."""
+    from seemore.data.records import read_records
+    from seemore.data.user import _split
+
+    pairs = []
+    for i in range(40):
+        Image.new("RGB", (24, 24), (6 * i, 100, 200 - 4 * i)).save(tmp_path / f"{i}.png")
+        rows = [{"file_name": f"{i}.png", "text": f"a box of colour {i}"}]
+        (tmp_path / "metadata.jsonl").write_text(json.dumps(rows[0]) + "\n")
+        if _split(next(read_records(tmp_path))) == "train":
+            pairs.append(rows[0])
+    rows = pairs[:6] * 40
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path), "--out", str(out),
+                 "--no-progress", "train.steps=4", "train.eval_every=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "test: not evaluated:" in printed
+    assert "240 usable rows, 6 distinct image/text pairs" in printed
+    assert (out / "model.safetensors").is_file()
+    assert "skipped" in json.loads((out / "eval.json").read_text())
+    assert not any('"val"' in line for line in open(out / "metrics.jsonl"))
+
+
+def test_a_split_column_decides_the_splits(tmp_path):
+    rows = []
+    for i in range(30):
+        Image.new("RGB", (24, 24), (8 * i, 50, 50)).save(tmp_path / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"box {i}",
+                     "split": ["train", "validation", "test"][i % 3]})
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = open_dataset(str(tmp_path), 32)
+    assert [data.size(s) for s in ("train", "val", "test")] == [10, 10, 10]
+    assert {data.labelled("test", i).caption for i in range(10)} == {
+        f"box {i}" for i in range(2, 30, 3)}

@@ -248,6 +248,7 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
     n_scenes: images per split for a VLM; held-out pairs (at least 1,000) for a CLIP model.
     A model with mixture-of-experts layers also gets its expert load on the test split, in
     the JSON and out/moe_load.png."""
+    from seemore.data.datasets import dataset_of, missing
     from seemore.evaluation.expert_load import expert_load, plot_expert_load
     from seemore.layers.moe import moe_layers
 
@@ -256,7 +257,7 @@ def run_eval(model, out: Path, n_scenes: int, filename: str = "eval.json") -> di
     if results is None:
         return None
     print(objective.table(results))
-    if moe_layers(model):
+    if moe_layers(model) and not missing(dataset_of(model.run), "test"):
         load = expert_load(model, *training_data(model, model.run, "test", 512))
         results["expert_load"] = {"split": "test", "layers": load}
         plot_expert_load(load, out / "moe_load.png", f"expert load on test: {out.name}")

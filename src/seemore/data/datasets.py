@@ -92,6 +92,13 @@ def members(data) -> dict[str, Any]:
     return data.members if isinstance(data, Mixture) else {"": data}
 
 
+def missing(data, split: str) -> str:
+    """Why no member of a dataset has examples in a split, or "" when one has some."""
+    parts = members(data).values()
+    empty = [m for m in parts if m.size(split) == 0]  # only a user's dataset can be empty
+    return "; ".join(m.why_empty(split) for m in empty) if len(empty) == len(parts) else ""
+
+
 def dataset_of(config) -> ShapesWorld | Digits | UserDataset | Mixture:
     """The dataset a run's config names (a seemore.config.Config)."""
     d = config.data

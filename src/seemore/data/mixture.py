@@ -49,9 +49,13 @@ class Mixture:
     rng = staticmethod(example_rng)
 
     def member(self, split: str, index: int):
-        """The dataset the index-th example of a split comes from."""
-        k = self.rng(split, index, stream=9).choice(len(self.p), p=self.p)
-        return list(self.members.values())[k]
+        """The dataset the index-th example of a split comes from, among the members that
+        have examples in it (a user's small dataset may have no test rows)."""
+        members = list(self.members.values())
+        p = self.p * [m.size(split) != 0 for m in members]
+        if not p.any():  # every member is empty here: let the first say why
+            return members[0]
+        return members[self.rng(split, index, stream=9).choice(len(p), p=p / p.sum())]
 
     def labelled(self, split: str, index: int) -> Labelled:
         return self.member(split, index).labelled(split, index)

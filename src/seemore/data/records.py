@@ -6,12 +6,17 @@ Formats, chosen by what the path is:
   bytes) and ``caption``, or an image-path column (``image``, or the one named by
   image_column) with paths relative to the CSV's folder
 - a folder with ``metadata.jsonl`` or ``metadata.csv`` (Hugging Face "imagefolder"):
-  ``file_name`` plus ``text`` or ``caption``, or ``question`` and ``answer``
+  ``file_name`` plus ``text`` or ``caption``, or ``question`` and ``answer``; or with
+  ``train/``, ``validation/`` and ``test/`` folders, each such a folder
 - a ``.jsonl`` file (or a ``.json`` list) of LLaVA conversations: ``{"image": "rel/path.png",
   "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``;
   every human turn must be answered by a gpt turn
 
-Rows are read lazily, so a check or a streamed dataset never holds the whole file. A row
+A ``split`` column (or key), ``train``, ``validation`` (or ``val``) or ``test``, puts a row in
+that split; so does the folder it is in. Without one, data/user.py splits by content.
+
+Rows are read lazily, one at a time and of any length (a base64 photo of several MB is one
+CSV field), so a check or a streamed dataset never holds the whole file. A row
 becomes a Record: where it is (file and line), its image (a path, or for a base64 CSV a
 Cell that reads the row again when asked, so that no image is held in memory) and its
 turns, (prompt, answer) pairs; a caption is the turn ("describe the image.", caption). A
@@ -34,6 +39,11 @@ from seemore.prompt import CAPTION_PROMPT
 
 B64_COLUMN = "b64string_images"
 IMAGE_TOKEN = "<image>"  # LLaVA marks the image's place in the first human turn
+SPLIT_NAMES = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+
+# Python's csv module refuses fields over 128 KB, and a base64 photo is megabytes: allow a
+# field as long as a C long holds, since a row is read one at a time anyway
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,12 @@ class Cell:
 
 
 class _Lines:
-    """A binary file's lines as text for csv, counting the bytes read so far."""
+    """A binary file's lines as text for csv, counting the bytes read so far. A UTF-8 byte
+    order mark at the start of the file is dropped; a line that is not UTF-8 is an error
+    that names the file and the line."""
 
-    def __init__(self, f):
-        self.f, self.offset = f, f.tell()
+    def __init__(self, f, name: str = ""):
+        self.f, self.offset, self.name, self.number = f, f.tell(), name, 0
 
     def __iter__(self):
         return self
@@ -66,8 +78,14 @@ class _Lines:
         line = self.f.readline()
         if not line:
             raise StopIteration
+        encoding = "utf-8-sig" if self.offset == 0 else "utf-8"
         self.offset += len(line)
-        return line.decode("utf-8")
+        self.number += 1
+        try:
+            return line.decode(encoding)
+        except UnicodeDecodeError:
+            raise UserError(f"{self.name}:{self.number}: not UTF-8 text (save the file as "
+                            "UTF-8)") from None
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,7 @@ class Record:
     location: str  # "file.csv:17": file and line, for messages
     image: Path | Cell  # a file, or a base64 cell of a CSV
     turns: tuple[tuple[str, str], ...]  # (prompt, answer) pairs, in order
+    split: str = ""  # "train", "val" or "test" when the data says; "" splits by content
 
     def image_source(self) -> Path | bytes:
         """What data.images.load_image reads."""
@@ -98,6 +117,10 @@ def read_records(path: str | Path, image_column: str = "") -> Iterator[Record | 
     """Every row of a user's dataset as a Record, or a Bad saying what is wrong with it."""
     path = Path(path)
     if path.is_dir():
+        folders = [path / name for name in SPLIT_NAMES if (path / name).is_dir()]
+        if folders and not _metadata(path):
+            return (r for folder in folders for r in _read_imagefolder(
+                folder, SPLIT_NAMES[folder.name]))
         return _read_imagefolder(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
@@ -108,6 +131,16 @@ def read_records(path: str | Path, image_column: str = "") -> Iterator[Record | 
     raise UserError(f"{path}: not a dataset seemore reads; give a .csv file, a .jsonl or "
                     ".json file of LLaVA conversations, or a folder with metadata.jsonl or "
                     "metadata.csv")
+
+
+def _split(row: dict, where: str, default: str = "") -> str | Bad:
+    """The split a row's ``split`` value names (default when it has none)."""
+    value = str(row.get("split") or "").strip()
+    if not value:
+        return default
+    if value.lower() not in SPLIT_NAMES:
+        return Bad(where, f"split {value!r} is not train, validation or test")
+    return SPLIT_NAMES[value.lower()]
 
 
 def _turns(row: dict, where: str) -> tuple[tuple[str, str], ...] | Bad:
@@ -134,9 +167,10 @@ def _check_columns(found: list[str], where: str, image_column: str) -> None:
                         f"seemore needs {need}")
 
 
-def _read_csv(path: Path, image_column: str, root: Path) -> Iterator[Record | Bad]:
+def _read_csv(path: Path, image_column: str, root: Path,
+              split: str = "") -> Iterator[Record | Bad]:
     with open(path, "rb") as f:
-        lines = _Lines(f)
+        lines = _Lines(f, str(path))
         reader = csv.DictReader(lines)
         columns = tuple(reader.fieldnames or ())
         column = image_column or (B64_COLUMN if B64_COLUMN in columns else "image")
@@ -148,9 +182,14 @@ def _read_csv(path: Path, image_column: str, root: Path) -> Iterator[Record | Ba
             except StopIteration:
                 return
             where = f"{path}:{reader.line_num}"
-            turns = _turns(row, where)
-            if isinstance(turns, Bad):
-                yield turns
+            turns, row_split = _turns(row, where), _split(row, where, split)
+            if isinstance(turns, Bad) or isinstance(row_split, Bad):
+                yield turns if isinstance(turns, Bad) else row_split
+                continue
+            if None in row:
+                yield Bad(where, f"{len(columns) + len(row[None])} fields for "
+                                 f"{len(columns)} columns (a comma in a field that is not "
+                                 "quoted?)")
                 continue
             value = (row.get(column) or "").strip()
             if not value:
@@ -161,41 +200,58 @@ def _read_csv(path: Path, image_column: str, root: Path) -> Iterator[Record | Ba
                 except (binascii.Error, ValueError) as e:
                     yield Bad(where, f"invalid base64 in {column!r} ({e})")
                 else:
-                    yield Record(where, Cell(path, start, columns, column, crc), turns)
+                    yield Record(where, Cell(path, start, columns, column, crc), turns,
+                                 row_split)
             else:
-                yield _with_image(root / value, where, turns)
+                yield _with_image(root / value, where, turns, row_split)
 
 
-def _with_image(image: Path, where: str, turns) -> Record | Bad:
+def _with_image(image: Path, where: str, turns, split: str = "") -> Record | Bad:
     if not image.is_file():
         return Bad(where, f"image {image} does not exist")
-    return Record(where, image, turns)
+    return Record(where, image, turns, split)
 
 
-def _read_imagefolder(folder: Path) -> Iterator[Record | Bad]:
-    jsonl, table = folder / "metadata.jsonl", folder / "metadata.csv"
-    if jsonl.is_file():
-        for where, row in _json_lines(jsonl):
-            if isinstance(row, Bad):
-                yield row
-            elif "file_name" not in row:
-                yield Bad(where, "no 'file_name'")
-            else:
-                turns = _turns(row, where)
-                yield turns if isinstance(turns, Bad) else _with_image(
-                    folder / str(row["file_name"]), where, turns)
-    elif table.is_file():
-        yield from _read_csv(table, "file_name", folder)
-    else:
+def _metadata(folder: Path) -> Path | None:
+    """An image folder's metadata file: metadata.jsonl, else metadata.csv, else None."""
+    for name in ("metadata.jsonl", "metadata.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_imagefolder(folder: Path, split: str = "") -> Iterator[Record | Bad]:
+    metadata = _metadata(folder)
+    if metadata is None:
         raise UserError(f"{folder}: a dataset folder needs metadata.jsonl or metadata.csv "
-                        "(file_name, and text/caption or question/answer)")
+                        "(file_name, and text/caption or question/answer), or train/, "
+                        "validation/ and test/ folders that have one")
+    if metadata.suffix == ".csv":
+        yield from _read_csv(metadata, "file_name", folder, split)
+        return
+    for where, row in _json_lines(metadata):
+        if isinstance(row, Bad):
+            yield row
+        elif "file_name" not in row:
+            yield Bad(where, "no 'file_name'")
+        else:
+            turns, row_split = _turns(row, where), _split(row, where, split)
+            if isinstance(turns, Bad) or isinstance(row_split, Bad):
+                yield turns if isinstance(turns, Bad) else row_split
+            else:
+                yield _with_image(folder / str(row["file_name"]), where, turns, row_split)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict | Bad]]:
     """(location, object) for every non-blank line of a JSONL file."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
             where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                yield where, Bad(where, "not UTF-8 text")
+                continue
             if not line.strip():
                 continue
             try:
@@ -209,9 +265,11 @@ def _json_lines(path: Path) -> Iterator[tuple[str, dict | Bad]]:
 def _read_llava(path: Path) -> Iterator[Record | Bad]:
     if path.suffix.lower() == ".json":
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
+            rows = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text (save the file as UTF-8)") from None
         if not isinstance(rows, list):
             raise UserError(f"{path}: expected a JSON list of conversations")
         items = ((f"{path}[{i}]", row if isinstance(row, dict) else Bad(f"{path}[{i}]",
@@ -241,4 +299,7 @@ def _conversation(row: dict, where: str, root: Path) -> Record | Bad:
         if not question or not answer:
             return Bad(where, f"turn {i + 1 if not question else i + 2} is empty")
         pairs.append((question, answer))
-    return _with_image(root / str(row["image"]), where, tuple(pairs))
+    split = _split(row, where)
+    if isinstance(split, Bad):
+        return split
+    return _with_image(root / str(row["image"]), where, tuple(pairs), split)

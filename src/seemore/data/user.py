@@ -9,11 +9,14 @@ step (``on_bad="error"``, with the row and the reason) or is left out and counte
 base64 CSV's row starts) and reads and decodes each image again when it is drawn, in the
 training loop's DataLoader workers: it is streamed from disk, never held whole.
 
-Splits are fixed by each row's content, not its place: a hash (CRC-32) of the image's file
-name or bytes and the row's text puts a tenth of the rows in test, a tenth in val and the
-rest in train, the same on every run and whatever the order of the rows (a place-based
-rule would put every test row on the same side of a file that alternates captions and
-questions); a train index past the end wraps around.
+A row's split is the one the data names (a ``split`` column, or the train/, validation/ or
+test/ folder it is in); otherwise it is fixed by the row's content, not its place: a hash
+(CRC-32) of the image's file name or bytes and the row's text puts a tenth of the rows in
+test, a tenth in val and the rest in train, the same on every run and whatever the order
+of the rows (a place-based rule would put every test row on the same side of a file that
+alternates captions and questions). Rows that repeat one image and text therefore share a
+split, so a small hand-made dataset may have no test rows at all; evaluation then says why
+and is skipped. A train index past the end wraps around.
 
 A row's turns become the example's caption (a caption row), its question (a single
 question-answer row), or its conversation (several turns, trained as one sequence).
@@ -69,10 +72,14 @@ class _Decode(Dataset):
         return np.asarray(resize(image, self.image_size, self.policy))
 
 
-def _fold(record: Record) -> int:
-    """0-9, from the row's content: 0 test, 1 val, the rest train."""
+def _split(record: Record) -> str:
+    """The split the data names, or one from the row's content: fold 0 of ten is test,
+    fold 1 val, the rest train."""
+    if record.split:
+        return record.split
     image = str(record.image_key()).encode()
-    return zlib.crc32(repr(record.turns).encode(), zlib.crc32(image)) % 10
+    fold = zlib.crc32(repr(record.turns).encode(), zlib.crc32(image)) % 10
+    return {f: s for s, f in FOLDS.items()}.get(fold, "train")
 
 
 class UserDataset:
@@ -113,9 +120,9 @@ class UserDataset:
         self.decode = _Decode(self.records, image_size, policy)  # when not cached
         if not self.records:
             raise UserError(f"{path}: no usable rows ({len(self.skipped)} bad)")
-        fold = np.array([_fold(r) for r in self.records])
-        self.splits = {"train": np.flatnonzero(fold >= 2),
-                       **{s: np.flatnonzero(fold == f) for s, f in FOLDS.items()}}
+        names = np.array([_split(r) for r in self.records])
+        self.splits = {s: np.flatnonzero(names == s) for s in ("train", "val", "test")}
+        self.named_splits = any(r.split for r in self.records)
 
     def size(self, split: str) -> int:
         return len(self._indices(split))
@@ -127,11 +134,23 @@ class UserDataset:
 
     rng = staticmethod(example_rng)
 
+    def why_empty(self, split: str) -> str:
+        """Why a split has no rows, and what to do about it."""
+        if self.named_splits:
+            return (f"{self.path}: no {split} rows (the data names each row's split: give "
+                    f"some rows split={split}, or evaluate on other data with `seemore eval "
+                    "RUN --data SOURCE`)")
+        distinct = len({(r.image_key(), r.turns) for r in self.records})
+        return (f"{self.path}: no {split} rows: {len(self.records)} usable rows, "
+                f"{distinct} distinct image/text pairs, and rows are split by content (a "
+                "tenth test, a tenth val), so a repeated row stays in one split; add distinct "
+                "rows, give a 'split' column (train, validation, test), or evaluate on other "
+                "data with `seemore eval RUN --data SOURCE`")
+
     def labelled(self, split: str, index: int) -> Labelled:
         indices = self._indices(split)
         if not len(indices):
-            raise UserError(f"{self.path}: the {split} split is empty ({len(self.records)} "
-                            "usable rows, about a tenth of them test and a tenth val)")
+            raise UserError(self.why_empty(split))
         row = int(indices[index % len(indices)])
         turns, where = self.records[row].turns, self.records[row].location
         image = self.images[row] if self.images is not None else self.decode[row]

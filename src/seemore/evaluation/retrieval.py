@@ -83,6 +83,8 @@ def evaluate_clip(model, split: str = "test", n: int = 1000) -> dict:
 
 
 def format_clip_table(result: dict, split: str = "test") -> str:
+    if "skipped" in result:
+        return "\n".join(f"{s}: not evaluated: {why}" for s, why in result["skipped"].items())
     lines = [f"{f'retrieval ({split})':<18}" + "".join(f"{f'R@{k}':>8}" for k in KS)]
     for name in ("image_to_text", "text_to_image"):
         scores = result[split][name]

@@ -119,7 +119,12 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
 
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table: one row per split (and one for its blind answers), one column per
-    metric."""
+    metric; then a line for each split that could not be evaluated, saying why."""
+    skipped = results.get("skipped", {})
+    results = {split: r for split, r in results.items() if split != "skipped"}
+    notes = [f"{split}: not evaluated: {why}" for split, why in skipped.items()]
+    if not results:
+        return "\n".join(notes)
     columns = list(dict.fromkeys(c for r in results.values() for c in r["vqa_accuracy"]))
     width = max(14, *(len(split) + 8 for split in results))
     header = f"{'split':<{width}}" + "".join(f"{c:>9}" for c in columns) + f"{'caption F1':>12}"
@@ -132,4 +137,4 @@ def format_table(results: dict[str, dict]) -> str:
             row = f"{name:<{width}}" + "".join(f"{acc.get(c, float('nan')):>9.3f}"
                                                for c in columns)
             lines.append(row + (f"{f1:>12.3f}" if f1 == f1 else f"{'':>12}"))
-    return "\n".join(lines)
+    return "\n".join(lines + notes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from seemore.data.datasets import dataset_of
+from seemore.data.datasets import dataset_of, missing
 from seemore.data.pairs import CaptionPairs, collate_pairs
 from seemore.evaluation.retrieval import evaluate_clip, format_clip_table
 from seemore.models.clip import CLIP
@@ -24,10 +24,14 @@ class ClipObjective(Objective):
         return pairs, partial(collate_pairs, tokenizer=model.tokenizer)
 
     def validate(self, model, config):
+        if missing(dataset_of(config), "val"):
+            return None  # the final evaluation says why
         result = evaluate_clip(model, "val", config.train.eval_scenes)["val"]
         return result, f"val image->text recall@5 {result['image_to_text']['recall@5']:.3f}"
 
     def evaluate(self, model, n_scenes):
+        if reason := missing(dataset_of(model.run), "test"):
+            return {"skipped": {"test": reason}}
         return evaluate_clip(model, "test", max(n_scenes, 1000))
 
     def table(self, results):

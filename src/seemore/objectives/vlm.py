@@ -10,7 +10,7 @@ from pathlib import Path
 
 from seemore.config import Config
 from seemore.data.collate import TaskDataset, collate
-from seemore.data.datasets import dataset_of, members, task_names, tasks_per_image
+from seemore.data.datasets import dataset_of, members, missing, task_names, tasks_per_image
 from seemore.errors import UserError
 from seemore.evaluation.vqa import evaluate, format_table
 from seemore.grid import image_grid
@@ -42,6 +42,8 @@ class VLMObjective(Objective):
         return dataset, partial(collate, pad_id=model.tokenizer.pad_id)
 
     def validate(self, model, config):
+        if missing(dataset_of(config), "val"):
+            return None  # the final evaluation says why
         result = evaluate(model, "val", config.train.eval_scenes, with_captions=False)
         return result, f"val VQA accuracy {result['vqa_accuracy']['overall']:.3f}"
 
@@ -50,7 +52,10 @@ class VLMObjective(Objective):
         for name, data in members(dataset_of(model.run)).items():  # a mixture's one by one
             for split in data.eval_splits:
                 key = f"{name}:{split}" if name else split
-                results[key] = evaluate(model, split, n_scenes, data=data, blind=True)
+                if reason := missing(data, split):
+                    results.setdefault("skipped", {})[key] = reason
+                else:
+                    results[key] = evaluate(model, split, n_scenes, data=data, blind=True)
         return results
 
     def table(self, results):
@@ -94,6 +99,8 @@ def show_samples(model, n: int = 3) -> str | None:
     """Questions about n held-out test images: the model's answer next to the truth.
     Returns the first question asked (None if they had none)."""
     data = dataset_of(model.run)
+    if missing(data, "test"):
+        return None  # the evaluation has said why
     asked = []
     for i in range(min(n, data.size("test") or n)):
         example = data.labelled("test", i)
