@@ -17,6 +17,7 @@ from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, PRESETS, get_preset,
 from seemore.errors import UserError
 from seemore.objectives import objective_of, training_data
 from seemore.recipes import RECIPES, plan
+from seemore.train.stop import Stopped
 
 
 def _override_help() -> str:
@@ -450,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(e, file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

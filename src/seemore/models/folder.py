@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from seemore.config import Config
@@ -28,13 +29,25 @@ class FolderModel(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write config.json, model.safetensors and, for a model that reads text,
-        tokenizer.json."""
+        tokenizer.json. Each is written under a temporary name first and renamed when all
+        three are written, so that a full disk leaves a model already there as it was."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.run.save(folder / "config.json")
+        writers = {"config.json": self.run.save,
+                   "model.safetensors": lambda path: save_model(self, str(path))}
         if getattr(self, "tokenizer", None) is not None:
-            self.tokenizer.save(folder / "tokenizer.json")
-        save_model(self, str(folder / "model.safetensors"))
+            writers["tokenizer.json"] = self.tokenizer.save
+        temporary = {name: folder / f".{name}.tmp" for name in writers}
+        try:
+            for name, write in writers.items():
+                write(temporary[name])
+        except (OSError, SafetensorError) as e:
+            for path in temporary.values():
+                path.unlink(missing_ok=True)
+            raise UserError(f"{folder}: could not write the model ({e}; is the disk full?); "
+                            "what the folder held before is unchanged") from None
+        for name, path in temporary.items():
+            path.replace(folder / name)
 
 
 def _require(folder: Path, name: str) -> Path:
@@ -62,8 +75,22 @@ def read_tokenizer(folder: str | Path) -> Tokenizer:
 
 
 def load_weights(model: nn.Module, folder: str | Path, device: str | torch.device) -> None:
+    """Load model.safetensors into model; a file that does not fit it is a one-line error
+    naming the first tensor that differs."""
     path = Path(folder) / "model.safetensors"
     try:
-        load_model(model, str(path), device=str(device))
+        with safe_open(str(path), "pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except Exception as e:  # safetensors raises several types for corrupt or foreign files
         raise UserError(f"{path}: cannot load weights ({e})") from None
+    for name, value in model.state_dict().items():
+        if name in shapes and shapes[name] != tuple(value.shape):
+            raise UserError(f"{path}: {name} has shape {shapes[name]} in the file but "
+                            f"{tuple(value.shape)} in the model config.json describes (the "
+                            "two do not belong together)")
+    missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
+    for names, verb, other in ((missing, "lacks", "has"), (unexpected, "holds", "lacks")):
+        if names:
+            more = f" and {len(names) - 1} more tensors" if len(names) > 1 else ""
+            raise UserError(f"{path}: {verb} {min(names)}{more}, which the model config.json "
+                            f"describes {other} (the two do not belong together)")

@@ -68,10 +68,17 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, scaler, rng: lis
     temporary = path.with_suffix(".tmp")
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scaler": scaler.state_dict(), "rng": rng}
-    with open(temporary, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a short write as either
+        temporary.unlink(missing_ok=True)
+        before = checkpoints(out_dir)
+        kept = f"the previous one, {before[-1]}, is intact" if before else "there is none before it"
+        raise UserError(f"{path}: could not write the checkpoint ({e}; is the disk full?); "
+                        f"{kept}") from None
     os.replace(temporary, path)
     for old in checkpoints(out_dir)[:-keep]:
         old.unlink()

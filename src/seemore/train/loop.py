@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from collections import Counter
 from contextlib import nullcontext
@@ -39,6 +40,7 @@ from seemore.train.checkpoint import (
     set_rng_state,
 )
 from seemore.train.distributed import LossOf, World, join, leave
+from seemore.train.stop import GracefulStop, Stopped
 
 
 def resolve_device(name: str) -> torch.device:
@@ -262,7 +264,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     tick, seen = time.perf_counter(), 0
     with (open(out_dir / "metrics.jsonl" if world.main else os.devnull, "a") as metrics,
           tqdm(total=t.steps, initial=start, disable=not (progress and world.main),
-               desc="train", dynamic_ncols=True) as bar):
+               desc="train", dynamic_ncols=True) as bar, GracefulStop() as stop):
         if world.main and (skipped := skipped_rows(config)):
             metrics.write(json.dumps({"skipped": skipped}) + "\n")
             bar.write(f"skipped {skipped['rows']} bad rows of {config.data.dataset}: "
@@ -276,9 +278,17 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
             seen += t.batch_size
             bar.update(1)
             last = step == t.steps - 1
-            checkpoints_now = t.checkpoint_every and ((step + 1) % t.checkpoint_every == 0
-                                                      or last)
+            stopping = 0 if last else stop.requested(world, device)
+            checkpoints_now = stopping or t.checkpoint_every and (
+                (step + 1) % t.checkpoint_every == 0 or last)
             rngs = gather_rng_states(world.size) if checkpoints_now else None
+            if stopping:
+                path = save_checkpoint(out_dir, step, model, optimizer, scaler, rngs,
+                                       max(t.keep_checkpoints, 1)) if world.main else None
+                leave(world)
+                raise Stopped(f"stopped by {signal.Signals(stopping).name} after step "
+                              f"{step + 1} of {t.steps}; checkpoint {path}; go on with: "
+                              f"seemore train --resume {out_dir}", stopping)
             if not world.main:
                 continue
             if step % t.log_every == 0 or last:
