@@ -15,16 +15,30 @@ folder. For each format and 0 or 2 DataLoader workers:
 
 and the default preset's training step on the same batches, samples/s (bf16 where the
 training loop would use it). Medians of --repeats timings.
+
+Then, for each size in --photo-gb, a base64 CSV of full-size photos (1024x1024 PNGs of
+random colour fields with noise, 2-3 MB each, cycling through --distinct-photos of them
+with a caption per row) is written and, in a fresh process each: opened (`seemore data
+check`'s reading and decoding of every row), then trained on for --photo-steps steps of
+the default preset. Reported: peak RSS, seconds to open (and per GB), seconds to the end
+of the first step, and training samples/s, against the same loop on the shapes world.
 """
 
 import argparse
+import base64
+import io
+import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,7 +48,7 @@ from image_folder import write_csv, write_folder  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.data.collate import TaskDataset, collate  # noqa: E402
-from seemore.data.datasets import task_names  # noqa: E402
+from seemore.data.datasets import dataset_of, task_names, tasks_per_image  # noqa: E402
 from seemore.data.user import UserDataset  # noqa: E402
 from seemore.objectives import build_model  # noqa: E402
 
@@ -49,12 +63,104 @@ def loader(data: UserDataset, model, workers: int, batches: int) -> DataLoader:
                       collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
 
 
+def photo_csv(path: Path, gigabytes: float, distinct: int) -> int:
+    """A base64 CSV of about `gigabytes` of 1024x1024 PNG photos; returns its rows."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:1024, 0:1024] / 1024
+    photos = []
+    for _ in range(distinct):
+        a, b, c = rng.uniform(0, 255, 3)
+        field = np.stack([a + (b - a) * x, b + (c - b) * y, c + (a - c) * x * y], -1)
+        pixels = (field + rng.normal(0, 25, field.shape)).clip(0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        photos.append(base64.b64encode(buffer.getvalue()).decode())
+    rows, written = 0, 0
+    with open(path, "w") as f:
+        f.write("b64string_images,caption\n")
+        while written < gigabytes * 1e9:
+            line = f"{photos[rows % distinct]},photo number {rows}\n"
+            f.write(line)
+            rows, written = rows + 1, written + len(line)
+    return rows
+
+
+def measure(dataset: str, steps: int) -> dict:
+    """Open a dataset and train the default preset on it for `steps` steps (one process)."""
+    start = time.perf_counter()
+    config = apply_overrides(get_preset("default"), [f"data.dataset={dataset}"])
+    data = UserDataset(dataset, config.model.vision.image_size) if dataset != "shapes" \
+        else None
+    opened = time.perf_counter() - start
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    tasks = TaskDataset(data or dataset_of(config), "train", model.tokenizer,
+                        config.model.n_visual_tokens, task_names(config),
+                        tasks_per_image(config), length=BATCH * steps, group=BATCH)
+    batches = iter(DataLoader(tasks, batch_size=BATCH,
+                              collate_fn=partial(collate, pad_id=model.tokenizer.pad_id)))
+    step = train_step(model, "auto")
+
+    def one_step():
+        batch = next(batches)
+        step(batch.ids, batch.images, batch.labels)
+
+    one_step()
+    first = time.perf_counter() - start
+    tick = time.perf_counter()
+    for _ in range(steps - 1):
+        one_step()
+    rate = BATCH * (steps - 1) / (time.perf_counter() - tick)
+    return {"open_s": round(opened, 2), "first_step_s": round(first, 2),
+            "samples_per_s": round(rate, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def in_a_process(dataset: str, steps: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--measure", dataset,
+                           "--photo-steps", str(steps)], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def large_csvs(sizes: list[float], distinct: int, steps: int, tmp: Path) -> dict:
+    figures = {}
+    shapes = in_a_process("shapes", steps)
+    figures["shapes_samples_per_s"] = shapes["samples_per_s"]
+    print(f"shapes world: {shapes['samples_per_s']:.0f} samples/s, peak RSS "
+          f"{shapes['peak_rss_mb']} MB")
+    for gb in sizes:
+        path = tmp / f"photos-{gb}gb.csv"
+        rows = photo_csv(path, gb, distinct)
+        result = in_a_process(str(path), steps)
+        path.unlink()
+        name = f"csv_{gb}gb"
+        figures.update({f"{name}_{k}": v for k, v in result.items()})
+        figures[f"{name}_rows"] = rows
+        figures[f"{name}_open_s_per_gb"] = round(result["open_s"] / gb, 1)
+        print(f"base64 CSV of {gb} GB ({rows} photos): peak RSS {result['peak_rss_mb']} MB, "
+              f"open {result['open_s']:.1f} s ({result['open_s'] / gb:.0f} s per GB), "
+              f"first step done at {result['first_step_s']:.1f} s, "
+              f"{result['samples_per_s']:.0f} samples/s")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=10, help="batches per timing")
     parser.add_argument("--repeats", type=int, default=3, help="timings; the median is kept")
+    parser.add_argument("--photo-gb", default="0.1,1,5",
+                        help="sizes of the base64 photo CSVs, in GB (empty: none)")
+    parser.add_argument("--distinct-photos", type=int, default=50)
+    parser.add_argument("--photo-steps", type=int, default=10,
+                        help="training steps on each photo CSV")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # one dataset, in this process
     args = parser.parse_args()
+    if args.measure:
+        emit(measure(args.measure, args.photo_steps))
+        return
     figures = {"benchmark": "data", "images": args.images, "batch_size": BATCH}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,6 +207,8 @@ def main() -> None:
                 print(line)
         figures["slowest_pipeline_over_step"] = round(slowest / step_rate, 2)
         print(f"slowest pipeline: {slowest / step_rate:.1f}x the training step")
+        sizes = [float(gb) for gb in args.photo_gb.split(",") if gb]
+        figures.update(large_csvs(sizes, args.distinct_photos, args.photo_steps, Path(tmp)))
     emit({**figures, **machine()})
 
 
