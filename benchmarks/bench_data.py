@@ -89,12 +89,11 @@ def measure(dataset: str, steps: int) -> dict:
     """Open a dataset and train the default preset on it for `steps` steps (one process)."""
     start = time.perf_counter()
     config = apply_overrides(get_preset("default"), [f"data.dataset={dataset}"])
-    data = UserDataset(dataset, config.model.vision.image_size) if dataset != "shapes" \
-        else None
+    data = dataset_of(config)  # what training opens, once (the tokenizer reads it too)
     opened = time.perf_counter() - start
     torch.manual_seed(0)
     model = build_model(config).train()
-    tasks = TaskDataset(data or dataset_of(config), "train", model.tokenizer,
+    tasks = TaskDataset(data, "train", model.tokenizer,
                         config.model.n_visual_tokens, task_names(config),
                         tasks_per_image(config), length=BATCH * steps, group=BATCH)
     batches = iter(DataLoader(tasks, batch_size=BATCH,
