@@ -15,7 +15,7 @@ LAYERS = {
     "config": 1,
     "tokenizer": 2, "prompt": 2, "data.images": 2, "generation": 2, "grid": 2,
     "layers": 3,
-    "models": 4,
+    "models": 4, "pretrained": 4,
     "data": 5,
     "evaluation": 6, "probe": 6, "attend": 6, "plot": 6, "tracking": 6,
     "objectives": 7,

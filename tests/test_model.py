@@ -135,7 +135,7 @@ def test_pixel_shuffle_folds_each_2x2_block_of_patches_into_one_token():
 
 
 def test_block_residual_carries_the_unnormalised_input():
-    block = Block(16, 2, 2, 4.0, "layernorm", causal=False)
+    block = Block(16, 2, 2, 64, "layernorm", causal=False)
     for p in (block.attn.proj.weight, block.attn.proj.bias, block.mlp.proj.weight,
               block.mlp.proj.bias):
         torch.nn.init.zeros_(p)

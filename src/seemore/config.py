@@ -19,6 +19,8 @@ from seemore.errors import UserError
 # version-1 model would read its prompts wrongly
 FORMAT_VERSION = 2
 NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")  # decoder.mlp (layers/mlp.py)
+BIASES = ("all", "qkv", "none")  # decoder.bias (layers/block.py)
 RESIZE_POLICIES = ("squash", "letterbox")  # data.resize (data/images.py)
 ON_BAD = ("error", "skip")  # data.on_bad_sample (data/user.py)
 SCHEDULES = ("cosine", "wsd")  # train.schedule (train/loop.py)
@@ -96,7 +98,15 @@ class DecoderConfig:
     n_heads: int = 4
     n_kv_heads: int = 0  # 0 means n_heads (plain multi-head attention); fewer means GQA
     mlp_ratio: float = 4.0
+    # the feed-forward network: "gelu" (GPT-2's) or "swiglu" (Llama's, layers/mlp.py); its
+    # hidden width is hidden_dim, or dim * mlp_ratio when 0
+    mlp: str = "gelu"
+    hidden_dim: int = 0
+    # the linear layers with biases: "all", "qkv" (the query, key and value projections
+    # only, as Qwen2) or "none" (as Llama)
+    bias: str = "all"
     norm: str = "rmsnorm"
+    norm_eps: float = 0.0  # 0: the norm's usual epsilon (RMSNorm 1e-6, LayerNorm 1e-5)
     max_seq_len: int = 256
     rope_base: float = 10000.0
     tie_embeddings: bool = True
@@ -110,10 +120,17 @@ class DecoderConfig:
                f"decoder.n_heads ({self.n_heads}) must be a multiple of "
                f"decoder.n_kv_heads ({self.n_kv_heads})")
         _check(self.norm in NORMS, f"decoder.norm must be one of {NORMS}, got {self.norm!r}")
+        _check(self.mlp in MLPS, f"decoder.mlp must be one of {MLPS}, got {self.mlp!r}")
+        _check(self.bias in BIASES, f"decoder.bias must be one of {BIASES}, got {self.bias!r}")
 
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's hidden width."""
+        return self.hidden_dim or int(self.dim * self.mlp_ratio)
 
 
 @dataclass(frozen=True)
@@ -221,6 +238,8 @@ class ModelConfig:
         _check(self.bpe_vocab_size >= 256,
                f"model.bpe_vocab_size ({self.bpe_vocab_size}) must be at least 256, one "
                "token per byte")
+        _check(self.decoder.mlp == "gelu" or not self.moe.num_experts or self.moe.where == "vision",
+               "model.moe: the experts are GELU MLPs; a decoder.mlp=swiglu decoder takes none")
         s = self.projector.pixel_shuffle
         _check(self.vision.grid_size % s == 0,
                f"projector.pixel_shuffle ({s}) must divide the patch grid "

@@ -15,19 +15,20 @@ from seemore.layers.rope import apply_rope
 
 class Attention(nn.Module):
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, causal: bool,
-                 qk_norm: bool = False):
+                 qk_norm: bool = False, qkv_bias: bool = True, proj_bias: bool = True):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = dim // n_heads
         self.causal = causal
-        self.qkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * self.head_dim)
+        # rows: the query heads, then the key heads, then the value heads
+        self.qkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=qkv_bias)
         # QK-norm (as in OLMo 2 and Gemma 3): RMS-normalise every query and key head, with a
         # learned gain per head and channel (kept flat: a vector gets no weight decay and no
         # std-0.02 init). Attention logits then no longer start near zero with the small
         # initial weights, so learning which token to look at starts sooner.
         self.qk_gain = (nn.Parameter(torch.ones((n_heads + n_kv_heads) * self.head_dim))
                         if qk_norm else None)
-        self.proj = nn.Linear(n_heads * self.head_dim, dim)  # residual projection
+        self.proj = nn.Linear(n_heads * self.head_dim, dim, bias=proj_bias)  # residual
         self.cache: KVCache | None = None
 
     def project(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -5,22 +5,25 @@ import torch.nn as nn
 
 from seemore.config import MoEConfig
 from seemore.layers.attention import Attention
-from seemore.layers.mlp import MLP
+from seemore.layers.mlp import make_mlp
 from seemore.layers.moe import MoE
 from seemore.layers.norm import make_norm
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, mlp_ratio: float, norm: str,
-                 causal: bool, qk_norm: bool = False, moe: MoEConfig | None = None):
-        """moe: replace the MLP with a mixture of experts of the same MLP shape."""
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, hidden: int, norm: str,
+                 causal: bool, qk_norm: bool = False, moe: MoEConfig | None = None,
+                 mlp: str = "gelu", bias: str = "all", norm_eps: float = 0.0):
+        """hidden: the MLP's hidden width. moe: replace the MLP with a mixture of experts of
+        the same MLP shape. bias: which linear layers have biases, "all", "qkv" (the
+        attention's query, key and value projections only) or "none"."""
         super().__init__()
-        self.norm1 = make_norm(norm, dim)
-        self.attn = Attention(dim, n_heads, n_kv_heads, causal, qk_norm)
-        self.norm2 = make_norm(norm, dim)
-        hidden = int(dim * mlp_ratio)
+        self.norm1 = make_norm(norm, dim, norm_eps)
+        self.attn = Attention(dim, n_heads, n_kv_heads, causal, qk_norm,
+                              qkv_bias=bias != "none", proj_bias=bias == "all")
+        self.norm2 = make_norm(norm, dim, norm_eps)
         if moe is None:
-            self.mlp = MLP(dim, hidden)
+            self.mlp = make_mlp(mlp, dim, hidden, bias=bias == "all")
         else:
             self.mlp = MoE(dim, hidden, moe.num_experts, moe.top_k, moe.noise,
                            moe.capacity_factor)

@@ -65,7 +65,8 @@ class TextEncoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, c.text_dim)
         self.rope = RotaryEmbedding(c.text_dim // c.text_heads, c.text_max_len)
         self.blocks = nn.ModuleList(
-            Block(c.text_dim, c.text_heads, c.text_heads, 4.0, "layernorm", causal=c.text_causal)
+            Block(c.text_dim, c.text_heads, c.text_heads, 4 * c.text_dim, "layernorm",
+                  causal=c.text_causal)
             for _ in range(c.text_layers)
         )
         self.norm = make_norm("layernorm", c.text_dim)

@@ -17,11 +17,12 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.rope = RotaryEmbedding(c.dim // c.n_heads, c.max_seq_len, c.rope_base)
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.n_heads, c.kv_heads, c.mlp_ratio, c.norm, causal=True,
-                  qk_norm=c.qk_norm, moe=moe if experts else None)
+            Block(c.dim, c.n_heads, c.kv_heads, c.hidden, c.norm, causal=True,
+                  qk_norm=c.qk_norm, moe=moe if experts else None, mlp=c.mlp, bias=c.bias,
+                  norm_eps=c.norm_eps)
             for experts in (moe or MoEConfig()).layers("decoder", c.n_layers)
         )
-        self.norm = make_norm(c.norm, c.dim)
+        self.norm = make_norm(c.norm, c.dim, c.norm_eps)
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         init_weights(self, c.n_layers)
         if c.tie_embeddings:

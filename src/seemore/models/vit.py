@@ -37,7 +37,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.grid_size**2, c.dim))
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.n_heads, c.n_heads, c.mlp_ratio, c.norm, causal=False,
+            Block(c.dim, c.n_heads, c.n_heads, int(c.dim * c.mlp_ratio), c.norm, causal=False,
                   qk_norm=c.qk_norm, moe=moe if experts else None)
             for experts in (moe or MoEConfig()).layers("vision", c.n_layers)
         )

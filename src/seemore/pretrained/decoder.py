@@ -1,0 +1,130 @@
+"""Decoders of the Llama family from Hugging Face folders: model_type "llama" (Llama,
+SmolLM/SmolLM2, TinyLlama) and "qwen2" (Qwen2, Qwen2.5), as seemore's own Decoder.
+
+The architectures are ours with other settings (config.DecoderConfig): a SwiGLU MLP, biases
+on nothing (Llama) or on the query, key and value projections only (Qwen2), RMSNorm with the
+checkpoint's epsilon, grouped-query attention, RoPE with the checkpoint's base in the same
+"rotate half" layout, a tied or untied head. Weights map one to one, except that q, k and v
+become our one fused projection and gate and up our one SwiGLU input matrix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from seemore.config import DecoderConfig
+from seemore.errors import UserError
+from seemore.layers.rope import RotaryEmbedding
+from seemore.models.decoder import Decoder
+from seemore.pretrained.weights import Weights
+
+MODEL_TYPES = ("llama", "qwen2")
+
+
+def read_hf_config(folder: str | Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no config.json (not a Hugging Face model folder)")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return config
+
+
+def decoder_config(hf: dict, where: str | Path) -> DecoderConfig:
+    """Our DecoderConfig for a Hugging Face decoder's config.json (read from where)."""
+    kind = hf.get("model_type")
+    if kind not in MODEL_TYPES:
+        raise UserError(f"{where}: model_type {kind!r} is not a decoder seemore reads "
+                        f"({', '.join(MODEL_TYPES)})")
+
+    def need(key: str):
+        if key not in hf:
+            raise UserError(f"{where}: no {key!r}")
+        return hf[key]
+
+    dim, heads = need("hidden_size"), need("num_attention_heads")
+    if hf.get("head_dim", dim // heads) * heads != dim:
+        raise UserError(f"{where}: head_dim {hf['head_dim']} x {heads} heads is not "
+                        f"hidden_size {dim}; seemore's heads split the width evenly")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise UserError(f"{where}: hidden_act {hf['hidden_act']!r}; seemore's SwiGLU uses silu")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise UserError(f"{where}: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} "
+                        "is not supported (only plain RoPE with its base)")
+    if kind == "qwen2":
+        if hf.get("use_sliding_window"):
+            raise UserError(f"{where}: sliding-window attention is not supported")
+        bias = "qkv"
+    else:
+        biases = (bool(hf.get("attention_bias")), bool(hf.get("mlp_bias")))
+        if biases not in ((False, False), (True, True)):
+            raise UserError(f"{where}: attention_bias {biases[0]} with mlp_bias {biases[1]} "
+                            "is not supported (both or neither)")
+        bias = "all" if biases[0] else "none"
+    return DecoderConfig(
+        vocab_size=need("vocab_size"), dim=dim, n_layers=need("num_hidden_layers"),
+        n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads, mlp="swiglu",
+        hidden_dim=need("intermediate_size"), bias=bias, norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        rope_base=float(hf.get("rope_theta", rope.get("rope_theta", 10000.0))),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+def _hf_names(config: DecoderConfig) -> dict[str, list[str]]:
+    """Our parameter name -> the Hugging Face tensors it is made of (concatenated in order)."""
+    names = {"embed.weight": ["model.embed_tokens.weight"], "norm.weight": ["model.norm.weight"]}
+    if not config.tie_embeddings:
+        names["lm_head.weight"] = ["lm_head.weight"]
+    kinds = ["weight"] + (["bias"] if config.bias == "all" else [])
+    for i in range(config.n_layers):
+        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
+        names[ours + "norm1.weight"] = [theirs + "input_layernorm.weight"]
+        names[ours + "norm2.weight"] = [theirs + "post_attention_layernorm.weight"]
+        for kind in ["weight"] + (["bias"] if config.bias != "none" else []):
+            names[ours + f"attn.qkv.{kind}"] = [theirs + f"self_attn.{x}_proj.{kind}"
+                                                for x in "qkv"]
+        for kind in kinds:
+            names[ours + f"attn.proj.{kind}"] = [theirs + f"self_attn.o_proj.{kind}"]
+            names[ours + f"mlp.fc.{kind}"] = [theirs + f"mlp.{x}_proj.{kind}"
+                                              for x in ("gate", "up")]
+            names[ours + f"mlp.proj.{kind}"] = [theirs + f"mlp.down_proj.{kind}"]
+    return names
+
+
+def load_decoder(folder: str | Path, dtype: torch.dtype | None = None) -> Decoder:
+    """The decoder of a Hugging Face Llama or Qwen2 folder, its weights in dtype (default:
+    as stored), on the CPU. The model is built without memory, then takes the tensors read
+    from the memory-mapped files: about one copy of the weights in RAM."""
+    folder = Path(folder)
+    config = decoder_config(read_hf_config(folder), folder / "config.json")
+    weights = Weights(folder)
+    with torch.device("meta"):
+        decoder = Decoder(config)
+    expected = decoder.state_dict()
+    state = {}
+    for ours, theirs in _hf_names(config).items():
+        parts = [weights.get(name, dtype) for name in theirs]
+        tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if tensor.shape != expected[ours].shape:
+            shapes = " + ".join(str(tuple(p.shape)) for p in parts)
+            raise UserError(f"{weights.file_of[theirs[0]]}: {' + '.join(theirs)} is {shapes}, "
+                            f"not the {tuple(expected[ours].shape)} config.json describes")
+        state[ours] = tensor
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["embed.weight"]
+    decoder.load_state_dict(state, assign=True)
+    if config.tie_embeddings:  # one parameter, as Decoder ties them, not two that share memory
+        decoder.lm_head.weight = decoder.embed.weight
+    # RoPE's tables are derived, not stored: compute them for real
+    decoder.rope = RotaryEmbedding(config.dim // config.n_heads, config.max_seq_len,
+                                   config.rope_base)
+    return decoder
