@@ -1,6 +1,7 @@
-"""Decoders from Hugging Face folders: tiny random Llama and Qwen2 models built and saved
-with transformers (a test-only dependency; nothing is downloaded) give the same logits and
-the same greedy tokens in seemore, and a folder that cannot be read is one line."""
+"""Pretrained parts from Hugging Face folders: tiny random Llama and Qwen2 decoders and
+SigLIP and CLIP vision towers, built and saved with transformers (a test-only dependency;
+nothing is downloaded), give the same logits, greedy tokens and features in seemore, and a
+folder that cannot be read is one line."""
 
 import json
 from types import SimpleNamespace
@@ -12,6 +13,8 @@ from safetensors.torch import load_file, save_file
 from seemore.errors import UserError
 from seemore.generation import generate
 from seemore.pretrained.decoder import load_decoder
+from seemore.pretrained.export import export_decoder
+from seemore.pretrained.vision import load_vision
 
 transformers = pytest.importorskip("transformers")
 
@@ -123,3 +126,123 @@ def test_folders_that_cannot_be_read_are_one_line(tmp_path):
     refused("no model.safetensors or model.safetensors.index.json")
     (tmp_path / "config.json").unlink()
     refused("no config.json")
+
+
+TOWER = dict(hidden_size=48, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+             image_size=32, patch_size=8)
+
+
+def save_tower(folder, kind, whole=False):
+    """A random SigLIP or CLIP vision tower (or a whole SigLIP/CLIP model holding one),
+    saved to folder; returns transformers' vision model."""
+    torch.manual_seed(0)
+    if whole:
+        model_class, config_class = {
+            "siglip": (transformers.SiglipModel, transformers.SiglipConfig),
+            "clip": (transformers.CLIPModel, transformers.CLIPConfig)}[kind]
+        text = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                    num_attention_heads=4, vocab_size=99, bos_token_id=0, eos_token_id=1)
+        model = model_class(config_class(vision_config=TOWER, text_config=text))
+    else:
+        model_class, config_class = {
+            "siglip": (transformers.SiglipVisionModel, transformers.SiglipVisionConfig),
+            "clip": (transformers.CLIPVisionModel, transformers.CLIPVisionConfig)}[kind]
+        model = model_class(config_class(**TOWER))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(folder)
+    return (model.vision_model if whole else model).eval()
+
+
+@pytest.mark.parametrize("kind", ["siglip", "clip"])
+@pytest.mark.parametrize("whole", [False, True], ids=["tower", "whole model"])
+def test_vision_towers_match_transformers(tmp_path, kind, whole):
+    theirs = save_tower(tmp_path, kind, whole)
+    if kind == "clip":
+        (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+            {"image_mean": [0.4, 0.5, 0.6], "image_std": [0.2, 0.3, 0.25]}))
+    ours = load_vision(tmp_path).eval()
+    assert ours.config.class_token == (kind == "clip")
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = theirs(pixel_values=(images - ours.pixel_mean) / ours.pixel_std
+                          ).last_hidden_state
+        features = ours(images)  # pixels in [0, 1]: the ViT normalises them itself
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+    if kind == "clip":
+        assert ours.pixel_mean.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
+
+
+def test_a_tower_without_class_token_feeds_the_projector(tmp_path):
+    """SigLIP's features are the patches only: the VLM's projector takes all of them."""
+    from seemore.config import apply_overrides, get_preset
+    from seemore.objectives import build_model
+
+    config = apply_overrides(get_preset("tiny"), ["model.vision.class_token=false"])
+    model = build_model(config)
+    features = model.vision(torch.rand(2, 3, 32, 32))
+    assert features.shape[1] == config.model.vision.grid_size ** 2
+    assert model.projector(features).shape[1] == config.model.n_visual_tokens
+    with pytest.raises(UserError, match="projector.tokens=cls needs a class token"):
+        apply_overrides(config, ["model.projector.tokens=cls"])
+
+
+def test_a_tower_that_cannot_be_read_is_one_line(tmp_path):
+    save_tower(tmp_path, "siglip")
+    edit_config(tmp_path, model_type="dinov2")
+    with pytest.raises(UserError, match="model_type 'dinov2' is not a vision tower"):
+        load_vision(tmp_path)
+    edit_config(tmp_path, model_type="siglip_vision_model", hidden_act="relu")
+    with pytest.raises(UserError, match="hidden_act 'relu' is not supported"):
+        load_vision(tmp_path)
+    edit_config(tmp_path, hidden_act="gelu_pytorch_tanh", patch_size=16)
+    with pytest.raises(UserError, match=r"embeddings.patch_embedding.weight is \(48, 3, 8, 8\), "
+                                        r"not the \(48, 3, 16, 16\) config.json describes"):
+        load_vision(tmp_path)
+
+
+@pytest.mark.parametrize("bias", ["none", "qkv", "all"])
+def test_a_seemore_decoder_exports_to_transformers(tmp_path, bias):
+    """A decoder trained here, of the Llama family's shape, leaves as a Hugging Face folder
+    that transformers loads with the same logits (qwen2 for q/k/v biases, else llama)."""
+    from seemore.config import DecoderConfig
+    from seemore.models.decoder import Decoder
+
+    torch.manual_seed(0)
+    config = DecoderConfig(vocab_size=61, dim=48, n_layers=2, n_heads=6, n_kv_heads=2,
+                           mlp="swiglu", hidden_dim=72, bias=bias, rope_base=500.0,
+                           tie_embeddings=bias != "all")
+    ours = Decoder(config).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    export_decoder(ours, tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert theirs.config.model_type == ("qwen2" if bias == "qkv" else "llama")
+    ids = torch.randint(0, 61, (2, 30), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = ours(ours.embed(ids), torch.arange(30).expand(2, 30))
+        torch.testing.assert_close(theirs(ids).logits, expected, atol=1e-4, rtol=1e-4)
+    again = load_decoder(tmp_path)  # and back
+    for (name, p), q in zip(ours.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_an_imported_decoder_round_trips(tmp_path):
+    theirs = save_hf(tmp_path / "in", num_attention_heads=6, num_key_value_heads=3)
+    export_decoder(load_decoder(tmp_path / "in"), tmp_path / "out")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_decoder_of_another_shape_is_not_exported(tmp_path):
+    from seemore.config import DecoderConfig
+    from seemore.models.decoder import Decoder
+
+    with pytest.raises(UserError, match="not of the Llama family's shape; exporting it needs "
+                                        "decoder.mlp=swiglu$"):
+        export_decoder(Decoder(DecoderConfig(vocab_size=10, dim=16, n_heads=2)), tmp_path)
+    assert not (tmp_path / "config.json").exists()

@@ -19,7 +19,7 @@ from seemore.errors import UserError
 # version-1 model would read its prompts wrongly
 FORMAT_VERSION = 2
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")  # decoder.mlp (layers/mlp.py)
+MLPS = ("gelu", "gelu_exact", "quick_gelu", "swiglu")  # decoder.mlp, vision.mlp (layers/mlp.py)
 BIASES = ("all", "qkv", "none")  # decoder.bias (layers/block.py)
 RESIZE_POLICIES = ("squash", "letterbox")  # data.resize (data/images.py)
 ON_BAD = ("error", "skip")  # data.on_bad_sample (data/user.py)
@@ -40,10 +40,19 @@ class VisionConfig:
     n_layers: int = 4
     n_heads: int = 4
     mlp_ratio: float = 4.0
+    mlp: str = "gelu"  # as decoder.mlp; hidden_dim 0: dim * mlp_ratio
+    hidden_dim: int = 0
     norm: str = "layernorm"
+    norm_eps: float = 0.0  # 0: the norm's usual epsilon
     # "patch": one p x p convolution (the ViT paper); "conv": a stack of 3x3 stride-2
     # convolutions (layers/conv_stem.py; the default preset's, README says why)
     stem: str = "patch"
+    patch_bias: bool = True  # the patch convolution's bias (CLIP has none)
+    # a class token before the patches (ViT, CLIP; SigLIP has none: its features are the
+    # patches only)
+    class_token: bool = True
+    pre_norm: bool = False  # a norm on the embeddings before the first block (CLIP's)
+    final_norm: bool = True  # a norm on the last block's output (CLIP's features have none)
     qk_norm: bool = False  # RMS-normalise query and key heads (see layers/attention.py)
     # per-channel pixel statistics the ViT normalises with (of the shapes world: a dark
     # background, so a plain [-1, 1] scaling would leave the objects a small signal)
@@ -59,6 +68,7 @@ class VisionConfig:
         _check(self.norm in NORMS, f"vision.norm must be one of {NORMS}, got {self.norm!r}")
         _check(self.stem in ("patch", "conv"),
                f"vision.stem must be 'patch' or 'conv', got {self.stem!r}")
+        _check(self.mlp in MLPS, f"vision.mlp must be one of {MLPS}, got {self.mlp!r}")
         p = self.patch_size
         _check(self.stem == "patch" or (p >= 2 and p & (p - 1) == 0),
                f"vision.stem='conv' needs a power-of-two vision.patch_size, got {p}")
@@ -66,6 +76,11 @@ class VisionConfig:
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's hidden width."""
+        return self.hidden_dim or int(self.dim * self.mlp_ratio)
 
 
 @dataclass(frozen=True)
@@ -98,8 +113,9 @@ class DecoderConfig:
     n_heads: int = 4
     n_kv_heads: int = 0  # 0 means n_heads (plain multi-head attention); fewer means GQA
     mlp_ratio: float = 4.0
-    # the feed-forward network: "gelu" (GPT-2's) or "swiglu" (Llama's, layers/mlp.py); its
-    # hidden width is hidden_dim, or dim * mlp_ratio when 0
+    # the feed-forward network: "gelu" (GPT-2's, tanh approximation), "gelu_exact",
+    # "quick_gelu" (CLIP's) or "swiglu" (Llama's; layers/mlp.py); its hidden width is
+    # hidden_dim, or dim * mlp_ratio when 0
     mlp: str = "gelu"
     hidden_dim: int = 0
     # the linear layers with biases: "all", "qkv" (the query, key and value projections
@@ -238,8 +254,13 @@ class ModelConfig:
         _check(self.bpe_vocab_size >= 256,
                f"model.bpe_vocab_size ({self.bpe_vocab_size}) must be at least 256, one "
                "token per byte")
-        _check(self.decoder.mlp == "gelu" or not self.moe.num_experts or self.moe.where == "vision",
-               "model.moe: the experts are GELU MLPs; a decoder.mlp=swiglu decoder takes none")
+        _check(self.projector.tokens != "cls" or self.vision.class_token,
+               "projector.tokens=cls needs a class token (vision.class_token=true)")
+        for part in ("vision", "decoder"):
+            mlp = getattr(self, part).mlp
+            experts = self.moe.num_experts and self.moe.where in (part, "both")
+            _check(not experts or mlp == "gelu",
+                   f"model.moe: the experts are GELU MLPs; a {part}.mlp={mlp} model takes none")
         s = self.projector.pixel_shuffle
         _check(self.vision.grid_size % s == 0,
                f"projector.pixel_shuffle ({s}) must divide the patch grid "

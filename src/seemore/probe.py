@@ -76,8 +76,8 @@ def region_features(model, data, split: str, n_images: int, batch_size: int = 12
         indices = range(start, min(n_images, start + batch_size))
         examples = [(data.labelled(split, i).image, data.regions(split, i)) for i in indices]
         images = torch.stack([to_tensor(image) for image, _ in examples]).to(model.device)
-        encoded = model.vision(images)  # (B, 1 + N, Dv), class token first
-        vision = encoded[:, 1:].float().cpu()  # (B, N, Dv): the patches
+        encoded = model.vision(images)  # (B, n_prefix + N, Dv), class token first if any
+        vision = encoded[:, model.vision.n_prefix:].float().cpu()  # (B, N, Dv): the patches
         visual = model.projector(encoded).float().cpu()  # (B, M, D)
         for b, (image, regions) in enumerate(examples):
             boxes = np.array([box for box, _ in regions], dtype=np.float64)

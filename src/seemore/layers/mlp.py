@@ -1,16 +1,29 @@
-"""The feed-forward network of a transformer block: GPT-2's (one hidden layer, GELU) or
-Llama's SwiGLU (a SiLU-gated hidden layer), chosen by name in the config."""
+"""The feed-forward network of a transformer block: one hidden layer with a GELU (GPT-2's
+and SigLIP's tanh approximation, the exact one, or CLIP's "quick" sigmoid one) or Llama's
+SwiGLU (a SiLU-gated hidden layer), chosen by name in the config."""
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": lambda: nn.GELU(approximate="tanh"), "gelu_exact": nn.GELU,
+               "quick_gelu": QuickGELU}
+
+
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, out_dim: int | None = None, bias: bool = True):
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None, bias: bool = True,
+                 act: str = "gelu"):
         super().__init__()
         self.fc = nn.Linear(dim, hidden, bias=bias)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = ACTIVATIONS[act]()
         self.proj = nn.Linear(hidden, out_dim or dim, bias=bias)  # residual projection
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,8 +45,9 @@ class SwiGLU(nn.Module):
 
 
 def make_mlp(kind: str, dim: int, hidden: int, bias: bool) -> nn.Module:
-    if kind == "gelu":
-        return MLP(dim, hidden, bias=bias)
+    """kind: "swiglu", or the activation of a plain MLP (ACTIVATIONS)."""
     if kind == "swiglu":
         return SwiGLU(dim, hidden, bias=bias)
+    if kind in ACTIVATIONS:
+        return MLP(dim, hidden, bias=bias, act=kind)
     raise ValueError(f"unknown MLP {kind!r}")

@@ -14,6 +14,7 @@ class Projector(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.tokens = config.projector.tokens
+        self.n_prefix = int(config.vision.class_token)  # features before the patches
         self.shuffle = config.projector.pixel_shuffle
         in_dim = config.vision.dim * self.shuffle**2
         # PyTorch's default init (std ~ 1/sqrt(3 fan_in)), as LLaVA: visual tokens start at
@@ -30,8 +31,9 @@ class Projector(nn.Module):
         return x.reshape(B, (g // s) ** 2, s * s * D)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, 1 + N, Dv), class token first -> visual tokens (B, M, D)."""
-        x = features[:, :1] if self.tokens == "cls" else features[:, 1:]
+        """features (B, n_prefix + N, Dv), the class token first when the ViT has one ->
+        visual tokens (B, M, D)."""
+        x = features[:, :1] if self.tokens == "cls" else features[:, self.n_prefix:]
         if self.shuffle > 1:
             x = self.pixel_shuffle(x)
         return self.mlp(x)

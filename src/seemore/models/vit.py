@@ -1,5 +1,7 @@
-"""Vision Transformer image encoder: patch embedding (or a convolutional stem), class token,
-position embedding and pre-norm blocks. Returns every token's feature, class token first."""
+"""Vision Transformer image encoder: patch embedding (or a convolutional stem), an optional
+class token, position embedding and pre-norm blocks. Returns every token's feature, the
+class token first when there is one. The options that CLIP's and SigLIP's towers need
+(no class token, no patch bias, a norm before the blocks, none after) are config keys."""
 
 import torch
 import torch.nn as nn
@@ -28,27 +30,30 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
 class ViT(nn.Module):
     def __init__(self, config: VisionConfig, moe: MoEConfig | None = None):
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         if c.stem == "conv":
             self.patch_embed = ConvStem(c.patch_size, c.dim)
         else:
-            self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.grid_size**2, c.dim))
+            self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size,
+                                         bias=c.patch_bias)
+        self.n_prefix = int(c.class_token)  # tokens before the patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.n_prefix + c.grid_size**2, c.dim))
+        self.pre_norm = make_norm(c.norm, c.dim, c.norm_eps) if c.pre_norm else None
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.n_heads, c.n_heads, int(c.dim * c.mlp_ratio), c.norm, causal=False,
-                  qk_norm=c.qk_norm, moe=moe if experts else None)
+            Block(c.dim, c.n_heads, c.n_heads, c.hidden, c.norm, causal=False,
+                  qk_norm=c.qk_norm, moe=moe if experts else None, mlp=c.mlp,
+                  norm_eps=c.norm_eps)
             for experts in (moe or MoEConfig()).layers("vision", c.n_layers)
         )
-        self.norm = make_norm(c.norm, c.dim)
+        self.norm = make_norm(c.norm, c.dim, c.norm_eps) if c.final_norm else nn.Identity()
         init_weights(self, c.n_layers)
         with torch.no_grad():
             # a learned position embedding that starts as a 2-D sine-cosine table (as MAE's
             # fixed one): every patch knows its row and column from the first step. From
             # random std-0.02 values, a tenth of the patches' scale, the VLM took most of its
             # training to tell where an object is (README, "How the model learned to see").
-            self.pos_embed[0, 1:] = sincos_2d(c.grid_size, c.dim)
+            self.pos_embed[0, self.n_prefix:] = sincos_2d(c.grid_size, c.dim)
         if c.stem == "conv":
             self.patch_embed.reset_parameters()  # fan-in scaled, not the blocks' std 0.02
         self.register_buffer("pixel_mean", torch.tensor(c.image_mean).view(1, 3, 1, 1),
@@ -62,23 +67,27 @@ class ViT(nn.Module):
         g = self.config.grid_size
         if (grid_h, grid_w) == (g, g):
             return self.pos_embed
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        prefix, patch_pos = self.pos_embed[:, :self.n_prefix], self.pos_embed[:, self.n_prefix:]
         patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
         patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic",
                                   align_corners=False)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
-        return torch.cat([cls_pos, patch_pos], dim=1)
+        return torch.cat([prefix, patch_pos], dim=1)
 
     def forward(self, images: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
-        """images (B, 3, H, W) with pixels in [0, 1] -> features (B, 1 + N, dim), class token
-        first; or only the class token's (B, 1, dim) when cls_only, which lets the last block
-        skip the MLP and output projection of every patch (a quarter of a 3-block ViT)."""
+        """images (B, 3, H, W) with pixels in [0, 1] -> features (B, n_prefix + N, dim), the
+        class token first when there is one; or only the class token's (B, 1, dim) when
+        cls_only, which lets the last block skip the MLP and output projection of every
+        patch (a quarter of a 3-block ViT)."""
         x = (images - self.pixel_mean) / self.pixel_std
         x = self.patch_embed(x)  # (B, D, H/p, W/p)
         grid_h, grid_w = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
         x = x + self.position_embedding(grid_h, grid_w)
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
             x = block(x, n_queries=1 if cls_only and last else None)

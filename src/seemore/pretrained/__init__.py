@@ -1,2 +1,3 @@
-"""Pretrained parts from Hugging Face model folders (config.json and safetensors weights,
-read directly: transformers is not needed): decoders of the Llama family so far."""
+"""Pretrained parts from Hugging Face folders (config.json and safetensors weights, read
+directly: transformers is not needed): Llama-family decoders (decoder.py) and SigLIP and
+CLIP vision towers (vision.py)."""

@@ -79,11 +79,11 @@ def decoder_config(hf: dict, where: str | Path) -> DecoderConfig:
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
 
 
-def _hf_names(config: DecoderConfig) -> dict[str, list[str]]:
+def hf_names(config: DecoderConfig) -> dict[str, list[str]]:
     """Our parameter name -> the Hugging Face tensors it is made of (concatenated in order)."""
-    names = {"embed.weight": ["model.embed_tokens.weight"], "norm.weight": ["model.norm.weight"]}
-    if not config.tie_embeddings:
-        names["lm_head.weight"] = ["lm_head.weight"]
+    names = {"embed.weight": ["model.embed_tokens.weight"], "norm.weight": ["model.norm.weight"],
+             "lm_head.weight": ["model.embed_tokens.weight" if config.tie_embeddings
+                                else "lm_head.weight"]}
     kinds = ["weight"] + (["bias"] if config.bias == "all" else [])
     for i in range(config.n_layers):
         ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
@@ -109,20 +109,8 @@ def load_decoder(folder: str | Path, dtype: torch.dtype | None = None) -> Decode
     weights = Weights(folder)
     with torch.device("meta"):
         decoder = Decoder(config)
-    expected = decoder.state_dict()
-    state = {}
-    for ours, theirs in _hf_names(config).items():
-        parts = [weights.get(name, dtype) for name in theirs]
-        tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
-        if tensor.shape != expected[ours].shape:
-            shapes = " + ".join(str(tuple(p.shape)) for p in parts)
-            raise UserError(f"{weights.file_of[theirs[0]]}: {' + '.join(theirs)} is {shapes}, "
-                            f"not the {tuple(expected[ours].shape)} config.json describes")
-        state[ours] = tensor
-    if config.tie_embeddings:
-        state["lm_head.weight"] = state["embed.weight"]
-    decoder.load_state_dict(state, assign=True)
-    if config.tie_embeddings:  # one parameter, as Decoder ties them, not two that share memory
+    weights.load_into(decoder, hf_names(config), dtype)
+    if config.tie_embeddings:  # one parameter, as Decoder ties them
         decoder.lm_head.weight = decoder.embed.weight
     # RoPE's tables are derived, not stored: compute them for real
     decoder.rope = RotaryEmbedding(config.dim // config.n_heads, config.max_seq_len,

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from safetensors import safe_open
 
 from seemore.errors import UserError
@@ -62,3 +63,23 @@ class Weights:
         if name not in self.file_of:
             raise UserError(f"{self.folder}: the weights have no tensor {name}")
         return self.file_of[name]
+
+    def load_into(self, module: nn.Module, names: dict[str, list[str]],
+                  dtype: torch.dtype | None = None) -> None:
+        """Give module (built on the meta device: no memory yet) its parameters: each of its
+        names gets the concatenation of the checkpoint's tensors listed for it, reshaped
+        where the two differ only in dimensions of size 1 (a class token stored as (D,))."""
+        expected = module.state_dict()
+        state = {}
+        for ours, theirs in names.items():
+            parts = [self.get(name, dtype) for name in theirs]
+            tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
+            want = expected[ours].shape
+            if [d for d in tensor.shape if d != 1] == [d for d in want if d != 1]:
+                tensor = tensor.reshape(want)
+            if tensor.shape != want:
+                shapes = " + ".join(str(tuple(p.shape)) for p in parts)
+                raise UserError(f"{self.file_of[theirs[0]]}: {' + '.join(theirs)} is "
+                                f"{shapes}, not the {tuple(want)} config.json describes")
+            state[ours] = tensor
+        module.load_state_dict(state, assign=True)
