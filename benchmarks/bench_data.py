@@ -28,7 +28,6 @@ import argparse
 import base64
 import io
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-from common import emit, machine, median_time, train_step  # noqa: E402
+from common import emit, machine, median_time, peak_rss_mb, train_step  # noqa: E402
 from image_folder import write_csv, write_folder  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
@@ -112,7 +111,7 @@ def measure(dataset: str, steps: int) -> dict:
     rate = BATCH * (steps - 1) / (time.perf_counter() - tick)
     return {"open_s": round(opened, 2), "first_step_s": round(first, 2),
             "samples_per_s": round(rate, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(peak_rss_mb())}
 
 
 def in_a_process(dataset: str, steps: int) -> dict:

@@ -2,8 +2,10 @@
 
 import json
 import platform
+import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -47,6 +49,19 @@ def machine(device: torch.device = CPU) -> dict:
     if device.type == "cuda":
         figures["gpu"] = torch.cuda.get_device_name(device)
     return figures
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB. On Linux the high-water mark of its own
+    memory map (VmHWM): getrusage's ru_maxrss carries over the parent's across exec, so a
+    child started by a large parent would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def emit(figures: dict) -> None:

@@ -81,3 +81,11 @@ def test_bench_draw(drawing_run, trained_run, judge):
                                                        if judge else []))
     assert 0 <= figures["cells_generated_fully_faithful"] <= 1
     assert ("generated_fully_faithful" in figures) == judge
+
+
+def test_bench_pretrained():
+    pytest.importorskip("transformers")
+    figures = run_benchmark("bench_pretrained.py", "--scale", "tiny", "--new-tokens", "4",
+                            "--repeats", "1")
+    assert figures["generate_batch1_seemore_over_transformers"] > 0
+    assert figures["import_decoder_seemore_seconds"] > 0

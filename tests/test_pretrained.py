@@ -4,7 +4,6 @@ nothing is downloaded), give the same logits, greedy tokens and features in seem
 folder that cannot be read is one line."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from seemore.errors import UserError
 from seemore.generation import generate
-from seemore.pretrained.decoder import load_decoder
+from seemore.pretrained.decoder import TextModel, load_decoder
 from seemore.pretrained.export import export_decoder
 from seemore.pretrained.vision import load_vision
 
@@ -66,11 +65,7 @@ def test_logits_and_greedy_tokens_match_transformers(tmp_path, case):
     with torch.no_grad():
         their_tokens = theirs.generate(prompt, max_new_tokens=30, do_sample=False,
                                        min_new_tokens=30, pad_token_id=0)[0, 10:].tolist()
-    # the decode loop's view of a model: its decoder, embedding and tokenizer ids
-    model = SimpleNamespace(decoder=ours, config=SimpleNamespace(decoder=ours.config),
-                            tokenizer=SimpleNamespace(pad_id=-1, eos_id=-1),
-                            device=torch.device("cpu"), embed=lambda ids, images: ours.embed(ids))
-    our_tokens = [int(t) for t in generate(model, [prompt[0].tolist()], None, 30,
+    our_tokens = [int(t) for t in generate(TextModel(ours), [prompt[0].tolist()], None, 30,
                                            stop_at_eos=False)]
     assert our_tokens == their_tokens
 

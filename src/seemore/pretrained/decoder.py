@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -116,3 +117,22 @@ def load_decoder(folder: str | Path, dtype: torch.dtype | None = None) -> Decode
     decoder.rope = RotaryEmbedding(config.dim // config.n_heads, config.max_seq_len,
                                    config.rope_base)
     return decoder
+
+
+class TextModel:
+    """A decoder alone, as the decode loop (seemore.generation.generate) sees a model: token
+    ids in, token ids out; the checkpoint's own tokenizer turns text into ids and back.
+    pad_id fills the left of shorter prompts (hidden by the attention mask, so any id
+    works); eos_id ends a row (-1: none does)."""
+
+    def __init__(self, decoder: Decoder, eos_id: int = -1, pad_id: int = 0):
+        self.decoder = decoder
+        self.config = SimpleNamespace(decoder=decoder.config)
+        self.tokenizer = SimpleNamespace(pad_id=pad_id, eos_id=eos_id)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed.weight.device
+
+    def embed(self, ids: torch.Tensor, images: None = None) -> torch.Tensor:
+        return self.decoder.embed(ids)

@@ -1,0 +1,187 @@
+"""Pretrained parts: importing Hugging Face folders, and decoding and training with them,
+against transformers on the same weights.
+
+    python benchmarks/bench_pretrained.py [--scale real|tiny]
+
+The benchmark writes the folders itself, with random weights in bf16 (as released
+checkpoints are) and the real shapes from the released configs: a SmolLM2-135M decoder
+(Llama type: 576 wide, 30 layers, 9 heads and 3 key/value heads, SwiGLU 1536, vocabulary
+49152, tied head) and a SigLIP-B/16 vision tower at 224 px (768 wide, 12 layers). --scale
+tiny shrinks both, for the test suite. Reported:
+
+- import: seconds and peak RSS of seemore's `load_decoder` / `load_vision` (bf16), each in a
+  fresh process, next to the weights' size on disk and transformers' `from_pretrained`
+- generation: new tokens/s of greedy decoding, fp32, a 64-token prompt and --new-tokens
+  more, batch 1 and 16: seemore's KV-cache decode loop against transformers' `generate`
+- training: one AdamW step of the decoder (batch 4 x 256 tokens) and of the tower (batch 4
+  images), forward and backward under bf16 autocast, seconds
+
+Medians of --repeats timings.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import emit, machine, median_time, peak_rss_mb  # noqa: E402
+
+from seemore.generation import generate  # noqa: E402
+from seemore.pretrained.decoder import TextModel, load_decoder  # noqa: E402
+from seemore.pretrained.vision import load_vision  # noqa: E402
+from seemore.train.loop import autocast_context  # noqa: E402
+
+SHAPES = {
+    "real": {
+        "decoder": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                        max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+                        tie_word_embeddings=True),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                       num_attention_heads=12, image_size=224, patch_size=16),
+    },
+    "tiny": {
+        "decoder": dict(vocab_size=500, hidden_size=64, intermediate_size=96,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=512, tie_word_embeddings=True),
+        "vision": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, image_size=32, patch_size=8),
+    },
+}
+
+
+def write_folders(root: Path, scale: str) -> dict[str, Path]:
+    import transformers
+
+    torch.manual_seed(0)
+    decoder = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPES[scale]["decoder"]))
+    decoder.to(torch.bfloat16).save_pretrained(root / "decoder")
+    vision = transformers.SiglipVisionModel(
+        transformers.SiglipVisionConfig(**SHAPES[scale]["vision"]))
+    vision.to(torch.bfloat16).save_pretrained(root / "vision")
+    return {"decoder": root / "decoder", "vision": root / "vision"}
+
+
+def import_in_a_process(part: str, folder: Path, library: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--import-only", part, str(folder),
+                           library], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def import_only(part: str, folder: str, library: str) -> None:
+    """Load one part (this process does nothing else) and print seconds and peak RSS."""
+    start = time.perf_counter()
+    if library == "seemore":
+        (load_decoder if part == "decoder" else load_vision)(folder, dtype=torch.bfloat16)
+    else:
+        import transformers
+        model_class = (transformers.AutoModelForCausalLM if part == "decoder"
+                       else transformers.SiglipVisionModel)
+        model_class.from_pretrained(folder, dtype=torch.bfloat16)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb())}))
+
+
+def generation(folder: Path, new_tokens: int, repeats: int) -> dict:
+    import transformers
+
+    ours = load_decoder(folder, dtype=torch.float32).eval()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    vocab = ours.config.vocab_size
+    figures = {}
+    for batch in (1, 16):
+        prompt = torch.randint(0, vocab, (batch, 64), generator=torch.Generator().manual_seed(0))
+
+        def run_ours(prompt=prompt):
+            for _ in generate(TextModel(ours), prompt.tolist(), None, new_tokens,
+                              stop_at_eos=False):
+                pass
+
+        def run_theirs(prompt=prompt):
+            with torch.inference_mode():
+                theirs.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                do_sample=False, pad_token_id=0)
+
+        for name, run in (("seemore", run_ours), ("transformers", run_theirs)):
+            run()  # warm up
+            rate = batch * new_tokens / median_time(run, repeats)[0]
+            figures[f"generate_{name}_batch{batch}_tokens_per_s"] = round(rate, 1)
+        ratio = (figures[f"generate_seemore_batch{batch}_tokens_per_s"]
+                 / figures[f"generate_transformers_batch{batch}_tokens_per_s"])
+        figures[f"generate_batch{batch}_seemore_over_transformers"] = round(ratio, 2)
+        print(f"greedy generation, batch {batch}: seemore "
+              f"{figures[f'generate_seemore_batch{batch}_tokens_per_s']:.0f} tokens/s, "
+              f"transformers {figures[f'generate_transformers_batch{batch}_tokens_per_s']:.0f}"
+              f" ({ratio:.2f}x)")
+    return figures
+
+
+def training_step(module, inputs, loss_of, repeats: int) -> float:
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True)
+
+    def step():
+        with autocast_context("bf16", torch.device("cpu")):
+            loss = loss_of(module(*inputs))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    return median_time(step, repeats)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=list(SHAPES), default="real")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timings; the median is kept")
+    parser.add_argument("--import-only", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.import_only:
+        import_only(*args.import_only)
+        return
+    figures = {"benchmark": "pretrained", "scale": args.scale}
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = write_folders(Path(tmp), args.scale)
+        for part, folder in folders.items():
+            size = (folder / "model.safetensors").stat().st_size / 2**20
+            figures[f"{part}_weights_mb"] = round(size)
+            line = f"import {part} ({size:.0f} MB of bf16 weights):"
+            for library in ("seemore", "transformers"):
+                result = import_in_a_process(part, folder, library)
+                figures.update({f"import_{part}_{library}_{k}": v for k, v in result.items()})
+                line += (f" {library} {result['seconds']:.1f} s, peak RSS "
+                         f"{result['peak_rss_mb']} MB;")
+            print(line)
+        figures.update(generation(folders["decoder"], args.new_tokens, args.repeats))
+
+        torch.manual_seed(0)
+        decoder = load_decoder(folders["decoder"], dtype=torch.float32).train()
+        ids = torch.randint(0, decoder.config.vocab_size, (4, 256))
+        positions = torch.arange(256).expand(4, 256)
+        seconds = training_step(
+            decoder, (decoder.embed(ids).detach(), positions),
+            lambda logits: torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten()), args.repeats)
+        figures["train_step_decoder_s"] = round(seconds, 3)
+        vit = load_vision(folders["vision"], dtype=torch.float32).train()
+        side = vit.config.image_size
+        seconds_vit = training_step(vit, (torch.rand(4, 3, side, side),),
+                                    lambda features: features.float().pow(2).mean(),
+                                    args.repeats)
+        figures["train_step_vision_s"] = round(seconds_vit, 3)
+        print(f"one bf16 training step: decoder, 4 x 256 tokens, {seconds:.2f} s; vision "
+              f"tower, 4 images of {side} px, {seconds_vit:.2f} s")
+    emit({**figures, **machine()})
+
+
+if __name__ == "__main__":
+    main()
