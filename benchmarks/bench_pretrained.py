@@ -9,8 +9,9 @@ checkpoints are) and the real shapes from the released configs: a SmolLM2-135M d
 49152, tied head) and a SigLIP-B/16 vision tower at 224 px (768 wide, 12 layers). --scale
 tiny shrinks both, for the test suite. Reported:
 
-- import: seconds and peak RSS of seemore's `load_decoder` / `load_vision` (bf16), each in a
-  fresh process, next to the weights' size on disk and transformers' `from_pretrained`
+- import: seconds, peak RSS and the RSS the loading adds (over the process with its library
+  imported) of seemore's `load_decoder` / `load_vision` (bf16), each in a fresh process,
+  next to the weights' size on disk and transformers' `from_pretrained`
 - generation: new tokens/s of greedy decoding, fp32, a 64-token prompt and --new-tokens
   more, batch 1 and 16: seemore's KV-cache decode loop against transformers' `generate`
 - training: one AdamW step of the decoder (batch 4 x 256 tokens) and of the tower (batch 4
@@ -77,17 +78,20 @@ def import_in_a_process(part: str, folder: Path, library: str) -> dict:
 
 
 def import_only(part: str, folder: str, library: str) -> None:
-    """Load one part (this process does nothing else) and print seconds and peak RSS."""
-    start = time.perf_counter()
+    """Load one part (this process does nothing else) and print seconds, peak RSS and how
+    much of it the loading added to the process with its library imported."""
     if library == "seemore":
-        (load_decoder if part == "decoder" else load_vision)(folder, dtype=torch.bfloat16)
+        load = load_decoder if part == "decoder" else load_vision
     else:
         import transformers
-        model_class = (transformers.AutoModelForCausalLM if part == "decoder"
-                       else transformers.SiglipVisionModel)
-        model_class.from_pretrained(folder, dtype=torch.bfloat16)
+        load = (transformers.AutoModelForCausalLM if part == "decoder"
+                else transformers.SiglipVisionModel).from_pretrained
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    load(folder, dtype=torch.bfloat16)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb())}))
+    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb()),
+                      "added_rss_mb": round(peak_rss_mb() - before)}))
 
 
 def generation(folder: Path, new_tokens: int, repeats: int) -> dict:
@@ -159,7 +163,7 @@ def main() -> None:
                 result = import_in_a_process(part, folder, library)
                 figures.update({f"import_{part}_{library}_{k}": v for k, v in result.items()})
                 line += (f" {library} {result['seconds']:.1f} s, peak RSS "
-                         f"{result['peak_rss_mb']} MB;")
+                         f"{result['peak_rss_mb']} MB ({result['added_rss_mb']} MB added);")
             print(line)
         figures.update(generation(folders["decoder"], args.new_tokens, args.repeats))
 

@@ -104,7 +104,7 @@ def hf_names(config: DecoderConfig) -> dict[str, list[str]]:
 def load_decoder(folder: str | Path, dtype: torch.dtype | None = None) -> Decoder:
     """The decoder of a Hugging Face Llama or Qwen2 folder, its weights in dtype (default:
     as stored), on the CPU. The model is built without memory, then takes the tensors read
-    from the memory-mapped files: about one copy of the weights in RAM."""
+    from the files: about one copy of the weights in RAM."""
     folder = Path(folder)
     config = decoder_config(read_hf_config(folder), folder / "config.json")
     weights = Weights(folder)
