@@ -74,11 +74,10 @@ class Weights:
         for ours, theirs in names.items():
             parts = []
             for name in theirs:
-                if name not in shared:
-                    tensor = self.get(name, dtype)
-                    if uses.count(name) > 1:
-                        shared[name] = tensor
-                parts.append(shared.get(name, tensor))
+                part = shared[name] if name in shared else self.get(name, dtype)
+                if uses.count(name) > 1:
+                    shared[name] = part
+                parts.append(part)
             tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
             want = expected[ours].shape
             if [d for d in tensor.shape if d != 1] == [d for d in want if d != 1]:
