@@ -241,3 +241,44 @@ def test_a_decoder_of_another_shape_is_not_exported(tmp_path):
                                         "decoder.mlp=swiglu$"):
         export_decoder(Decoder(DecoderConfig(vocab_size=10, dim=16, n_heads=2)), tmp_path)
     assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["siglip", "clip"])
+def test_a_tower_at_another_image_size_matches_interpolated_positions(tmp_path, kind):
+    """At 48 px instead of the checkpoint's 32, the position embedding is resized bicubically
+    in both, as transformers does with interpolate_pos_encoding."""
+    theirs = save_tower(tmp_path, kind)
+    ours = load_vision(tmp_path).eval()
+    images = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = theirs(pixel_values=(images - ours.pixel_mean) / ours.pixel_std,
+                          interpolate_pos_encoding=True).last_hidden_state
+        features = ours(images)
+    assert features.shape[1] == ours.n_prefix + 36
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_export_command(tmp_path, capsys):
+    from seemore.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--out", str(run), "--no-progress",
+                 "train.steps=2", "train.final_eval_scenes=2", "model.decoder.mlp=swiglu",
+                 "model.decoder.bias=none"]) == 0
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 0
+    assert "not exported" in capsys.readouterr().out
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ours = load_decoder(tmp_path / "hf").eval()
+    ids = torch.randint(0, ours.config.vocab_size, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits,
+                                   ours(ours.embed(ids), torch.arange(12)[None]),
+                                   atol=1e-4, rtol=1e-4)
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 2  # nothing overwritten
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    default = tmp_path / "default"
+    assert main(["train", "--preset", "tiny", "--out", str(default), "--no-progress",
+                 "train.steps=1", "train.final_eval_scenes=2"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(default), str(tmp_path / "no")]) == 2
+    assert "exporting it needs decoder.mlp=swiglu" in capsys.readouterr().err

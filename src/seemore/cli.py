@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (with metrics.jsonl)")
     p.add_argument("-o", "--out", default=None, help="the PNG (default: RUN/curves.png)")
 
+    p = sub.add_parser("export", help="write a run's decoder as a Hugging Face folder "
+                                      "(llama, or qwen2 with q/k/v biases) for transformers")
+    p.set_defaults(func=cmd_export, device="cpu")
+    p.add_argument("run", help="run or model folder whose decoder has the Llama family's "
+                               "shape (decoder.mlp=swiglu)")
+    p.add_argument("out", help="a new or empty folder")
+
     p = sub.add_parser("data", help="inspect a dataset")
     data = p.add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="read a whole dataset and report every bad row; exit "
@@ -434,6 +441,22 @@ def cmd_plot(args) -> None:
     from seemore.plot import plot_run
 
     print(plot_run(args.run, args.out))
+
+
+def cmd_export(args) -> None:
+    from seemore.pretrained.export import export_decoder
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; export writes a new one")
+    model = _load(args)
+    if not hasattr(model, "decoder"):
+        raise UserError(f"{args.run} holds a {model.run.train.objective} model, which has "
+                        "no decoder")
+    export_decoder(model.decoder, out)
+    print(f"wrote {out}: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          f"loads it; its token ids are those of {Path(args.run) / 'tokenizer.json'}, "
+          "seemore's own tokenizer, which is not exported")
 
 
 def cmd_generate(args) -> None:
