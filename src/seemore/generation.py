@@ -123,7 +123,7 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
         keys = torch.zeros(B, length, dtype=torch.bool, device=device)  # cache slots to see
         keys[:, :longest] = valid
     try:
-        logits = decoder(x, positions, mask)[:, -1]
+        logits = decoder(x, positions, mask, last=True)[:, -1]
         for i in range(max_new_tokens):
             if uncond is not None:
                 cond_logits, uncond_logits = logits.float().chunk(2)
@@ -154,7 +154,7 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                 valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], 1)
                 x = torch.cat([x, x_new], dim=1)
                 mask = _attention_mask(valid, x.shape[1]) if padded else None
-                logits = decoder(x, positions, mask)[:, -1]
+                logits = decoder(x, positions, mask, last=True)[:, -1]
     finally:
         decoder.clear_cache()
 

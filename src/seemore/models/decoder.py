@@ -29,14 +29,17 @@ class Decoder(nn.Module):
             self.lm_head.weight = self.embed.weight
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
-                mask: torch.Tensor | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
+                mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
+                last: bool = False) -> torch.Tensor:
         """x: input embeddings (B, T, D); positions: (B, T) RoPE positions; mask: boolean
         (B, 1, T, S) or None for plain causal attention; start: cache write position (see
-        KVCache.update). Returns logits (B, T, vocab)."""
+        KVCache.update). Returns logits (B, T, vocab), or with last only the last
+        position's (B, 1, vocab): all a prompt's prefill needs, and with a large vocabulary
+        the head over every prompt position is a large share of it."""
         rope = self.rope(positions)
         for block in self.blocks:
             x = block(x, rope, mask, start)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x[:, -1:] if last else x))
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> None:
         c, device = self.config, self.embed.weight.device
