@@ -2,8 +2,9 @@
 
 AdamW (weight decay on matrices only), linear warmup then cosine or warmup-stable-decay,
 gradient clipping, bf16 autocast where supported, optional torch.compile, periodic
-evaluation on val, a tqdm bar, metrics.jsonl, and the model folder written into the run
-folder at the end. The run's objective (objectives/) builds the model, which supplies the
+evaluation on val, a tqdm bar, metrics.jsonl, checkpoints (and one when SIGTERM or SIGINT
+asks the run to stop: train/stop.py), and the model folder written into the run folder at
+the end. The run's objective (objectives/) builds the model, which supplies the
 loss of a batch, and says what its data and its validation are.
 """
 
