@@ -282,3 +282,29 @@ def test_the_export_command(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(default), str(tmp_path / "no")]) == 2
     assert "exporting it needs decoder.mlp=swiglu" in capsys.readouterr().err
+
+
+def test_generate_continues_text_with_a_checkpoint_and_its_tokenizer(tmp_path, capsys):
+    """`seemore generate FOLDER "prompt"` on a Hugging Face folder: the checkpoint's own
+    tokenizer.json reads and writes the text, and the words are transformers' greedy ones."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from seemore.cli import main
+
+    theirs = save_hf(tmp_path, num_attention_heads=4)
+    words = {f"w{i}": i for i in range(SMALL["vocab_size"])}
+    tokenizer = Tokenizer(models.WordLevel(words, unk_token="w0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    prompt = "w5 w17 w33 w8"
+    ids = torch.tensor([tokenizer.encode(prompt).ids])
+    with torch.no_grad():
+        out = theirs.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[0].tolist()
+    eos = theirs.config.eos_token_id
+    out = out[: out.index(eos, 4)] if eos in out[4:] else out
+    assert main(["generate", str(tmp_path), prompt, "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out.strip() == tokenizer.decode(out)
+
+    (tmp_path / "tokenizer.json").unlink()
+    assert main(["generate", str(tmp_path), prompt]) == 2
+    assert "no tokenizer.json" in capsys.readouterr().err

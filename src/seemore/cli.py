@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="continue a text prompt with the decoder alone")
     p.set_defaults(func=cmd_generate)
-    p.add_argument("run", help="run or model folder (a language-model run, or any VLM)")
+    p.add_argument("run", help="run or model folder (a language-model run, or any VLM), or "
+                               "a Hugging Face Llama or Qwen2 folder with its tokenizer.json")
     p.add_argument("prompt", help='for example "what color"')
     p.add_argument("--max-new-tokens", type=int, default=200)
     _add_sampling(p)
@@ -460,6 +461,11 @@ def cmd_export(args) -> None:
 
 
 def cmd_generate(args) -> None:
+    from seemore.pretrained.decoder import complete, is_hf_folder
+
+    if is_hf_folder(args.run):  # a Llama or Qwen2 checkpoint, with its own tokenizer
+        print(complete(args.run, args.prompt, args.max_new_tokens, **_sampling(args)))
+        return
     model = _load(args)
     if not hasattr(model, "complete"):
         raise UserError(f"{args.run} holds a {model.run.train.objective} model, which has "

@@ -15,9 +15,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from tokenizers import Tokenizer as HFTokenizer
 
 from seemore.config import DecoderConfig
 from seemore.errors import UserError
+from seemore.generation import generate
 from seemore.layers.rope import RotaryEmbedding
 from seemore.models.decoder import Decoder
 from seemore.pretrained.weights import Weights
@@ -136,3 +138,44 @@ class TextModel:
 
     def embed(self, ids: torch.Tensor, images: None = None) -> torch.Tensor:
         return self.decoder.embed(ids)
+
+
+def is_hf_folder(folder: str | Path) -> bool:
+    """Whether folder holds a Hugging Face model (its config.json names a model_type; a
+    seemore model folder's does not)."""
+    path = Path(folder) / "config.json"
+    try:
+        return "model_type" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def complete(folder: str | Path, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
+    """The prompt and its continuation by a Hugging Face decoder folder, read and written
+    with the folder's own tokenizer.json; decoding stops at the checkpoint's eos_token_id.
+    sampling: as seemore.generation.generate (temperature, top_k, top_p, seed)."""
+    folder = Path(folder)
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no tokenizer.json (the checkpoint's own tokenizer reads "
+                        "the prompt)")
+    try:
+        tokenizer = HFTokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises plain Exception for a bad file
+        raise UserError(f"{path}: unreadable ({e})") from None
+    eos = read_hf_config(folder).get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    decoder = load_decoder(folder).eval()
+    ids = tokenizer.encode(prompt).ids
+    if not prompt or not ids:
+        raise UserError("the prompt is empty")
+    if max(ids) >= decoder.config.vocab_size:
+        raise UserError(f"{path}: the prompt has token id {max(ids)}, past the decoder's "
+                        f"vocabulary of {decoder.config.vocab_size}: not this model's tokenizer")
+    new: list[int] = []
+    model = TextModel(decoder, eos_id=eos if isinstance(eos, int) else -1)
+    for step in generate(model, [ids], None, max_new_tokens, **sampling):
+        if int(step[0]) == model.tokenizer.eos_id:
+            break
+        new.append(int(step[0]))
+    return tokenizer.decode(ids + new, skip_special_tokens=True)
