@@ -43,6 +43,7 @@ class Mixture:
     def __init__(self, members: dict[str, Any], weights: list[float]):
         self.members = members
         self.p = np.array(weights) / sum(weights)
+        self.split_p: dict[str, np.ndarray | None] = {}  # self.p over the members with the split
         self.question_types = tuple(dict.fromkeys(
             t for m in members.values() for t in m.question_types))
 
@@ -52,10 +53,13 @@ class Mixture:
         """The dataset the index-th example of a split comes from, among the members that
         have examples in it (a user's small dataset may have no test rows)."""
         members = list(self.members.values())
-        p = self.p * [m.size(split) != 0 for m in members]
-        if not p.any():  # every member is empty here: let the first say why
+        if split not in self.split_p:  # once per split: this runs for every example
+            p = self.p * [m.size(split) != 0 for m in members]
+            self.split_p[split] = p / p.sum() if p.any() else None
+        p = self.split_p[split]
+        if p is None:  # every member is empty here: let the first say why
             return members[0]
-        return members[self.rng(split, index, stream=9).choice(len(p), p=p / p.sum())]
+        return members[self.rng(split, index, stream=9).choice(len(p), p=p)]
 
     def labelled(self, split: str, index: int) -> Labelled:
         return self.member(split, index).labelled(split, index)

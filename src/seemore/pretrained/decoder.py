@@ -40,6 +40,13 @@ def read_hf_config(folder: str | Path) -> dict:
     return config
 
 
+def required(hf: dict, key: str, where: str | Path):
+    """hf[key], or a one-line error naming the file that lacks it."""
+    if key not in hf:
+        raise UserError(f"{where}: no {key!r}")
+    return hf[key]
+
+
 def decoder_config(hf: dict, where: str | Path) -> DecoderConfig:
     """Our DecoderConfig for a Hugging Face decoder's config.json (read from where)."""
     kind = hf.get("model_type")
@@ -48,9 +55,7 @@ def decoder_config(hf: dict, where: str | Path) -> DecoderConfig:
                         f"({', '.join(MODEL_TYPES)})")
 
     def need(key: str):
-        if key not in hf:
-            raise UserError(f"{where}: no {key!r}")
-        return hf[key]
+        return required(hf, key, where)
 
     dim, heads = need("hidden_size"), need("num_attention_heads")
     if hf.get("head_dim", dim // heads) * heads != dim:

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from seemore.errors import UserError
+from seemore.layers.moe import MoE
 from seemore.models.decoder import Decoder
 from seemore.pretrained.decoder import hf_names
 
@@ -23,7 +24,7 @@ def hf_config(decoder: Decoder) -> dict:
     problems = [what for what, bad in (
         ("decoder.mlp=swiglu", c.mlp != "swiglu"), ("decoder.norm=rmsnorm", c.norm != "rmsnorm"),
         ("decoder.qk_norm=false", c.qk_norm),
-        ("no mixture of experts", any(not hasattr(b.mlp, "fc") for b in decoder.blocks)))
+        ("no mixture of experts", any(isinstance(b.mlp, MoE) for b in decoder.blocks)))
         if bad]
     if problems:
         raise UserError(f"this decoder is not of the Llama family's shape; exporting it needs "

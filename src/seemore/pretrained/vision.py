@@ -19,7 +19,7 @@ import torch
 from seemore.config import VisionConfig
 from seemore.errors import UserError
 from seemore.models.vit import ViT
-from seemore.pretrained.decoder import read_hf_config
+from seemore.pretrained.decoder import read_hf_config, required
 from seemore.pretrained.weights import Weights
 
 TOWERS = {"siglip_vision_model": "siglip", "siglip": "siglip",
@@ -41,7 +41,10 @@ def vision_config(hf: dict, where: str | Path, folder: Path) -> tuple[VisionConf
     family = TOWERS[kind]
     if kind in ("siglip", "clip"):
         hf = hf.get("vision_config") or {}
-    need = _needing(hf, where)
+
+    def need(key: str):
+        return required(hf, key, f"{where} (vision config)")
+
     act = hf.get("hidden_act", "gelu_pytorch_tanh" if family == "siglip" else "quick_gelu")
     if act not in ACTIVATIONS:
         raise UserError(f"{where}: hidden_act {act!r} is not supported "
@@ -64,14 +67,6 @@ def vision_config(hf: dict, where: str | Path, folder: Path) -> tuple[VisionConf
         norm_eps=hf.get("layer_norm_eps", 1e-5 if clip else 1e-6), patch_bias=not clip,
         class_token=clip, pre_norm=clip, final_norm=not clip, image_mean=mean, image_std=std)
     return config, family
-
-
-def _needing(hf: dict, where):
-    def need(key: str):
-        if key not in hf:
-            raise UserError(f"{where}: no {key!r} in the vision config")
-        return hf[key]
-    return need
 
 
 def _hf_names(config: VisionConfig, prefix: str) -> dict[str, list[str]]:
