@@ -50,7 +50,7 @@ def test_tasks_per_image_0_means_every_task_of_the_run():
     ("train.precision=fp8", "train.precision"),
     ("model.vision.stem=resnet", "vision.stem"),
     ("train.vision_lr=-1e-3", "train.vision_lr positive or 0"),
-    ("model.tokenizer=word", "model.tokenizer must be 'char' or 'bpe'"),
+    ("model.tokenizer=word", "model.tokenizer must be 'char', 'bpe' or 'pretrained'"),
     ("model.bpe_vocab_size=100", "at least 256"),
     ("data.tasks_per_image=-1", "data.tasks_per_image must be >= 1, or 0"),
 ])

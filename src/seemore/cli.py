@@ -1,5 +1,5 @@
 """The `seemore` command: train, eval, caption, ask, draw, generate, probe, attend, data check,
-plot.
+plot, import, export, merge-lora.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -163,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export, device="cpu")
     p.add_argument("run", help="run or model folder whose decoder has the Llama family's "
                                "shape (decoder.mlp=swiglu)")
+    p.add_argument("out", help="a new or empty folder")
+
+    p = sub.add_parser("import", help="a VLM of a pretrained vision tower and decoder "
+                                      "(Hugging Face folders), as a seemore model folder")
+    p.set_defaults(func=cmd_import)
+    p.add_argument("--vision", required=True, metavar="DIR",
+                   help="a SigLIP or CLIP folder (a vision tower or a whole model)")
+    p.add_argument("--decoder", required=True, metavar="DIR",
+                   help="a Llama or Qwen2 folder with its tokenizer.json")
+    p.add_argument("--out", required=True, metavar="MODEL", help="a new or empty folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="run config settings kept with the model, e.g. "
+                        "model.projector.pixel_shuffle=2")
+
+    p = sub.add_parser("merge-lora", help="merge a run's LoRA adapters into its weights, as "
+                                          "a new model folder without adapters")
+    p.set_defaults(func=cmd_merge_lora, device="cpu")
+    p.add_argument("run", help="run or model folder with adapters.safetensors")
     p.add_argument("out", help="a new or empty folder")
 
     p = sub.add_parser("data", help="inspect a dataset")
@@ -444,20 +462,60 @@ def cmd_plot(args) -> None:
     print(plot_run(args.run, args.out))
 
 
-def cmd_export(args) -> None:
-    from seemore.pretrained.export import export_decoder
+def _new_folder(out: Path, command: str) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; {command} writes a new one")
+
+
+def cmd_import(args) -> None:
+    from seemore.pretrained.vlm import import_vlm
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: exists and is not an empty folder; export writes a new one")
+    _new_folder(out, "import")
+    model = import_vlm(args.vision, args.decoder, args.overrides)
+    model.save_pretrained(out)
+    c = model.config
+    print(f"wrote {out}: a {c.vision.image_size} px {c.vision.dim}-wide tower, "
+          f"{c.n_visual_tokens} visual tokens into a {c.decoder.dim}-wide decoder of "
+          f"{len(model.tokenizer)} tokens, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters; train it with: seemore train --recipe pretrained "
+          f"train.init_from={out}")
+
+
+def cmd_merge_lora(args) -> None:
+    from seemore.layers.lora import merge_lora
+
+    out = Path(args.out)
+    _new_folder(out, "merge-lora")
+    model = _load(args)
+    merged = merge_lora(model)
+    if not merged:
+        raise UserError(f"{args.run} has no LoRA adapters (adapters.safetensors) to merge")
+    model.save_pretrained(out)
+    print(f"wrote {out}: {merged} adapted layers merged into their weights")
+
+
+def cmd_export(args) -> None:
+    from seemore.layers.lora import merge_lora
+    from seemore.pretrained.export import export_decoder
+    from seemore.tokenizer import PretrainedTokenizer
+
+    out = Path(args.out)
+    _new_folder(out, "export")
     model = _load(args)
     if not hasattr(model, "decoder"):
         raise UserError(f"{args.run} holds a {model.run.train.objective} model, which has "
                         "no decoder")
+    merge_lora(model)  # adapters, if any, leave inside the weights
     export_decoder(model.decoder, out)
-    print(f"wrote {out}: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
-          f"loads it; its token ids are those of {Path(args.run) / 'tokenizer.json'}, "
-          "seemore's own tokenizer, which is not exported")
+    loads = f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) loads it"
+    if isinstance(model.tokenizer, PretrainedTokenizer):  # the checkpoint's, which goes along
+        model.tokenizer.model.save(str(out / "tokenizer.json"))
+        print(f"wrote {out}: {loads}, and its tokenizer.json is the checkpoint's")
+    else:
+        print(f"wrote {out}: {loads}; its token ids are those of "
+              f"{Path(args.run) / 'tokenizer.json'}, seemore's own tokenizer, which is not "
+              "exported")
 
 
 def cmd_generate(args) -> None:

@@ -244,13 +244,14 @@ class ModelConfig:
     # the text tokenizer: "char", one token per character (as in the original seemore), or
     # "bpe", byte-level BPE learned from the training text, whose tokens are mostly whole
     # words, so that sequences are several times shorter; bpe_vocab_size caps its byte
-    # tokens and merges
+    # tokens and merges; or "pretrained", a pretrained decoder's own, taken from the model
+    # folder train.init_from names (written by `seemore import`)
     tokenizer: str = "char"
     bpe_vocab_size: int = 1024
 
     def __post_init__(self) -> None:
-        _check(self.tokenizer in ("char", "bpe"),
-               f"model.tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        _check(self.tokenizer in ("char", "bpe", "pretrained"),
+               f"model.tokenizer must be 'char', 'bpe' or 'pretrained', got {self.tokenizer!r}")
         _check(self.bpe_vocab_size >= 256,
                f"model.bpe_vocab_size ({self.bpe_vocab_size}) must be at least 256, one "
                "token per byte")
@@ -340,6 +341,13 @@ class TrainConfig:
     # image codes, <boi> and <eoi>, and it learns to draw (the "draw" task)
     vq_from: str = ""
     freeze: tuple[str, ...] = ()  # components that do not train (no gradients, no state)
+    # LoRA (layers/lora.py): the rank of low-rank adapters on the linear layers that
+    # lora_targets names; their components' own weights are then frozen, the adapters
+    # train and are saved on their own (adapters.safetensors; `seemore merge-lora` merges
+    # them). 0: none. The update is scaled by lora_alpha / lora
+    lora: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("decoder",)
     steps: int = 2000
     # the global batch: split evenly across torchrun's processes and grad_accum micro-steps
     batch_size: int = 64
@@ -387,6 +395,9 @@ class TrainConfig:
         _check(not self.vq_from or self.objective == "vlm",
                f"train.vq_from is for the vlm objective, not {self.objective}")
         _check(self.steps > 0, "train.steps must be positive")
+        _check(self.lora >= 0 and self.lora_alpha > 0,
+               "train.lora (the adapters' rank) must be >= 0 and train.lora_alpha positive")
+        _check(not self.lora or self.lora_targets, "train.lora needs train.lora_targets")
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of "
                                            f"{', '.join(SCHEDULES)}, got {self.schedule!r}")
         _check(0 < self.cooldown <= 1, f"train.cooldown must be in (0, 1], got {self.cooldown}")

@@ -14,13 +14,21 @@ writes its own model folder, RUN/<n>-<stage>/.
                  2 unified:  one VLM that captions, answers and draws: it learns the image
                              codes of stage 1 after captions (text to image) in the same
                              loop as captions and questions (image to text)
+    pretrained   a VLM of pretrained parts (`seemore import`, named by train.init_from):
+                 1 align:    the projector alone, on captions (tower and decoder frozen)
+                 2 instruct: projector and decoder on questions and captions (tower
+                             frozen), at LLaVA's fine-tuning rate
 
 The user's overrides apply to every stage; prefixed with a stage's name they apply to that
-stage only: ``clip.train.steps=200``, ``align.train.vision_from=runs/my-clip``.
+stage only: ``clip.train.steps=200``, ``align.train.vision_from=runs/my-clip``. The user's
+train.init_from is where the recipe starts: the first stage's (the later ones start from
+the earlier ones). When it names a model folder written by `seemore import`, every stage
+takes that folder's model config (its shapes are the checkpoints').
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +83,14 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
         Stage("instruct", (*FIRST_DEFAULT, "train.freeze=vision", "train.steps=500"),
               init_from=("align",)),
     ),
+    # LLaVA-1.5's rates: 1e-3 for the projector alone, 2e-5 once the decoder trains with it
+    "pretrained": (
+        Stage("align", ("data.tasks=caption", "train.freeze=vision,decoder", "train.steps=300",
+                        "train.lr=1e-3", "train.vision_lr=0", "train.schedule=cosine")),
+        Stage("instruct", ("train.freeze=vision", "train.steps=600", "train.lr=2e-5",
+                           "train.vision_lr=0", "train.schedule=cosine"),
+              init_from=("align",)),
+    ),
     "vq": (Stage("vq", VQ),),
     "unified": (Stage("vq", VQ), Stage("unified", UNIFIED, vq_from="vq")),
 }
@@ -93,6 +109,10 @@ def plan(recipe: str, preset: Config, overrides: list[str], out: Path) -> list[P
         raise UserError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     stages = RECIPES[recipe]
     names = [s.name for s in stages]
+    start = [item for item in overrides if item.startswith("train.init_from=")]
+    overrides = [item for item in overrides if item not in start]
+    if start and (imported := imported_model(start[-1].partition("=")[2])):
+        preset = dataclasses.replace(preset, model=imported.model)
     single = len(stages) == 1
     folders = {s.name: out if single else out / f"{i}-{s.name}"
                for i, s in enumerate(stages, start=1)}
@@ -105,6 +125,8 @@ def plan(recipe: str, preset: Config, overrides: list[str], out: Path) -> list[P
             chain.append(f"train.vision_from={folders[stage.vision_from]}")
         if stage.vq_from:
             chain.append(f"train.vq_from={folders[stage.vq_from]}")
+        if stage is stages[0]:
+            chain += start
         for item in overrides:
             prefix, _, rest = item.partition(".")
             if prefix not in names:
@@ -114,3 +136,16 @@ def plan(recipe: str, preset: Config, overrides: list[str], out: Path) -> list[P
         planned.append(PlannedStage(stage.name, folders[stage.name],
                                     apply_overrides(preset, chain)))
     return planned
+
+
+def imported_model(init_from: str) -> Config | None:
+    """The config of the first model folder of a train.init_from value, if `seemore import`
+    wrote it (its tokenizer is a pretrained decoder's)."""
+    path = Path(init_from.split(",")[0]) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = Config.load(path)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"train.init_from: {path} is unreadable ({e})") from None
+    return config if config.model.tokenizer == "pretrained" else None

@@ -9,11 +9,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from seemore.config import Config
 from seemore.errors import UserError
+from seemore.layers.lora import adapters, add_lora, without_adapters
 from seemore.tokenizer import Tokenizer, load_tokenizer
+
+ADAPTERS_FILE = "adapters.safetensors"
 
 
 class FolderModel(nn.Module):
@@ -28,15 +31,23 @@ class FolderModel(nn.Module):
         return next(self.parameters()).device
 
     def save_pretrained(self, folder: str | Path) -> None:
-        """Write config.json, model.safetensors and, for a model that reads text,
-        tokenizer.json. Each is written under a temporary name first and renamed when all
-        three are written, so that a full disk leaves a model already there as it was."""
+        """Write config.json, model.safetensors, for a model that reads text tokenizer.json,
+        and for one with LoRA adapters adapters.safetensors (model.safetensors holds the
+        weights they adapt). Each is written under a temporary name first and renamed when all
+        are written, so that a full disk leaves a model already there as it was."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        writers = {"config.json": self.run.save,
-                   "model.safetensors": lambda path: save_model(self, str(path))}
+
+        def weights(path: Path) -> None:
+            with without_adapters(self):
+                save_model(self, str(path))
+
+        writers = {"config.json": self.run.save, "model.safetensors": weights}
         if getattr(self, "tokenizer", None) is not None:
             writers["tokenizer.json"] = self.tokenizer.save
+        if tensors := adapters(self):
+            writers[ADAPTERS_FILE] = lambda path: save_file(
+                {k: v.detach().contiguous() for k, v in tensors.items()}, str(path))
         temporary = {name: folder / f".{name}.tmp" for name in writers}
         try:
             for name, write in writers.items():
@@ -48,6 +59,8 @@ class FolderModel(nn.Module):
                             "what the folder held before is unchanged") from None
         for name, path in temporary.items():
             path.replace(folder / name)
+        if not tensors:  # a merged model's folder keeps no adapters of an earlier save
+            (folder / ADAPTERS_FILE).unlink(missing_ok=True)
 
 
 def _require(folder: Path, name: str) -> Path:
@@ -94,3 +107,31 @@ def load_weights(model: nn.Module, folder: str | Path, device: str | torch.devic
             more = f" and {len(names) - 1} more tensors" if len(names) > 1 else ""
             raise UserError(f"{path}: {verb} {min(names)}{more}, which the model config.json "
                             f"describes {other} (the two do not belong together)")
+
+
+def load_adapters(model: nn.Module, folder: str | Path, device: str | torch.device) -> bool:
+    """Give model the LoRA adapters of folder's adapters.safetensors, as its config's
+    train.lora* settings describe them; returns whether the folder has any."""
+    path = Path(folder) / ADAPTERS_FILE
+    if not path.is_file():
+        return False
+    t = model.run.train
+    if not t.lora:
+        raise UserError(f"{path}: adapters, but config.json sets no train.lora rank")
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises several types for corrupt or foreign files
+        raise UserError(f"{path}: cannot load adapters ({e})") from None
+    add_lora(model, t.lora_targets, t.lora, t.lora_alpha)
+    ours = adapters(model)
+    if set(tensors) != set(ours):
+        different = sorted(set(tensors) ^ set(ours))
+        raise UserError(f"{path}: its adapters are not the ones config.json describes (first "
+                        f"different: {different[0]})")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if value.shape != ours[name].shape:
+                raise UserError(f"{path}: {name} has shape {tuple(value.shape)}, not the "
+                                f"{tuple(ours[name].shape)} config.json describes")
+            ours[name].copy_(value)
+    return True

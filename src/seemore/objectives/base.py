@@ -15,8 +15,10 @@ from torch.utils.data import Dataset
 from seemore.config import Config
 from seemore.data.datasets import dataset_of
 from seemore.data.text import read_text
+from seemore.errors import UserError
+from seemore.models.folder import read_tokenizer
 from seemore.prompt import CAPTION_PROMPT, SEPARATOR
-from seemore.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
+from seemore.tokenizer import BPETokenizer, CharTokenizer, PretrainedTokenizer, Tokenizer
 
 
 class Objective(ABC):
@@ -88,8 +90,19 @@ def build_tokenizer(config: Config) -> Tokenizer:
 
 
 def with_tokenizer(config: Config) -> tuple[Config, Tokenizer]:
-    """The run's tokenizer, and the config with the decoder's vocabulary sized to it."""
-    tokenizer = build_tokenizer(config)
+    """The run's tokenizer, and the config with the decoder's vocabulary sized to it. A
+    pretrained tokenizer is the one of the model folder the run starts from."""
+    if config.model.tokenizer == "pretrained":
+        if not config.train.init_from:
+            raise UserError("model.tokenizer=pretrained takes the tokenizer of the model "
+                            "folder that train.init_from names (one written by seemore "
+                            "import), and none is named")
+        tokenizer = read_tokenizer(config.train.init_from[0])
+        if not isinstance(tokenizer, PretrainedTokenizer):
+            raise UserError(f"train.init_from: {config.train.init_from[0]} has a "
+                            f"{tokenizer.kind} tokenizer, not a pretrained one")
+    else:
+        tokenizer = build_tokenizer(config)
     decoder = dataclasses.replace(config.model.decoder, vocab_size=len(tokenizer))
     return dataclasses.replace(
         config, model=dataclasses.replace(config.model, decoder=decoder)), tokenizer

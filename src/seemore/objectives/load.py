@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from seemore.errors import UserError
-from seemore.models.folder import load_weights, read_config, read_tokenizer
+from seemore.layers.lora import merge_lora
+from seemore.models.folder import load_adapters, load_weights, read_config, read_tokenizer
 from seemore.objectives import objective_of
 
 
@@ -20,6 +21,7 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     tokenizer = read_tokenizer(folder) if objective.reads_text else None
     model = objective.model(config, tokenizer)
     load_weights(model, folder, device)
+    load_adapters(model, folder, device)
     return model.to(device).eval()
 
 
@@ -30,6 +32,7 @@ def load_components(model: nn.Module, folder: str | Path,
     A component must match in every shape, and one that reads text (decoder, text) needs
     the same tokenizer."""
     source = load_folder(folder, "cpu")
+    merge_lora(source)  # a run adapted with LoRA continues from its merged weights
     theirs = dict(source.named_children())
     loaded = []
     for component, module in model.named_children():

@@ -78,6 +78,9 @@ class VLMObjective(Objective):
 def with_image_tokenizer(config: Config) -> Config:
     """The config with model.vq taken from the VQ run that train.vq_from names."""
     folder = Path(config.train.vq_from)
+    if config.model.tokenizer == "pretrained":
+        raise UserError("train.vq_from: a model with a pretrained tokenizer does not draw "
+                        "(its image codes would need new embeddings; not supported)")
     if not (folder / "config.json").is_file():
         raise UserError(f"train.vq_from: {folder} is not a run folder (no config.json)")
     theirs = Config.load(folder / "config.json")

@@ -10,6 +10,7 @@ become our one fused projection and gate and up our one SwiGLU input matrix.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from seemore.generation import generate
 from seemore.layers.rope import RotaryEmbedding
 from seemore.models.decoder import Decoder
 from seemore.pretrained.weights import Weights
+from seemore.tokenizer import PretrainedTokenizer
 
 MODEL_TYPES = ("llama", "qwen2")
 
@@ -126,6 +128,79 @@ def load_decoder(folder: str | Path, dtype: torch.dtype | None = None) -> Decode
     return decoder
 
 
+def add_image_token(decoder: Decoder) -> Decoder:
+    """The decoder with one more row in its embedding and head, for the <image> id: its
+    input embedding is always replaced by a visual token, and its output row is zero, as
+    the model has no reason to write it."""
+    c = decoder.config
+    embed = decoder.embed.weight.detach()
+    decoder.embed = torch.nn.Embedding.from_pretrained(
+        torch.cat([embed, embed.new_zeros(1, c.dim)]), freeze=False)
+    if c.tie_embeddings:
+        decoder.lm_head.weight = decoder.embed.weight
+    else:
+        head = decoder.lm_head.weight.detach()
+        decoder.lm_head = torch.nn.Linear(c.dim, c.vocab_size + 1, bias=False)
+        decoder.lm_head.weight = torch.nn.Parameter(torch.cat([head, head.new_zeros(1, c.dim)]))
+    decoder.config = dataclasses.replace(c, vocab_size=c.vocab_size + 1)
+    return decoder
+
+
+def _token_id(hf: dict, folder: Path, hf_tokenizer: HFTokenizer, name: str) -> int | None:
+    """The id of the checkpoint's bos, eos or pad token: config.json's {name}_token_id (the
+    first of a list), else tokenizer_config.json's {name}_token looked up; None: neither."""
+    value = hf.get(f"{name}_token_id")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, int):
+        return value
+    path = folder / "tokenizer_config.json"
+    try:
+        token = json.loads(path.read_text()).get(f"{name}_token") if path.is_file() else None
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    if isinstance(token, dict):  # an AddedToken written out
+        token = token.get("content")
+    return hf_tokenizer.token_to_id(token) if isinstance(token, str) else None
+
+
+def read_tokenizer_json(folder: Path) -> HFTokenizer:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no tokenizer.json (the checkpoint's own tokenizer reads "
+                        "and writes its text)")
+    try:
+        return HFTokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises plain Exception for a bad file
+        raise UserError(f"{path}: unreadable ({e})") from None
+
+
+def pretrained_tokenizer(folder: str | Path) -> PretrainedTokenizer:
+    """The tokenizer of a Hugging Face decoder folder, with <image> after its vocabulary.
+    Without a bos token the eos token starts a sequence (Qwen2 has none); without a pad
+    token eos pads (hidden by the attention mask and the loss)."""
+    folder = Path(folder)
+    hf = read_hf_config(folder)
+    vocab_size = required(hf, "vocab_size", folder / "config.json")
+    model = read_tokenizer_json(folder)
+    eos = _token_id(hf, folder, model, "eos")
+    if eos is None:
+        raise UserError(f"{folder}: no eos token (config.json eos_token_id or "
+                        "tokenizer_config.json eos_token): answers could not end")
+    bos, pad = _token_id(hf, folder, model, "bos"), _token_id(hf, folder, model, "pad")
+    ids = {"bos": bos if bos is not None else eos, "eos": eos,
+           "pad": pad if pad is not None else eos}
+    for name, i in ids.items():
+        if not 0 <= i < vocab_size:
+            raise UserError(f"{folder}: the {name} token id {i} is outside the vocabulary "
+                            f"of {vocab_size} (config.json vocab_size)")
+    if model.get_vocab_size() > vocab_size:
+        raise UserError(f"{folder / 'tokenizer.json'}: {model.get_vocab_size()} tokens, more "
+                        f"than the {vocab_size} rows of the embedding (config.json "
+                        "vocab_size): not this model's tokenizer")
+    return PretrainedTokenizer(model, vocab_size, ids["bos"], ids["eos"], ids["pad"])
+
+
 class TextModel:
     """A decoder alone, as the decode loop (seemore.generation.generate) sees a model: token
     ids in, token ids out; the checkpoint's own tokenizer turns text into ids and back.
@@ -157,30 +232,18 @@ def is_hf_folder(folder: str | Path) -> bool:
 
 def complete(folder: str | Path, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
     """The prompt and its continuation by a Hugging Face decoder folder, read and written
-    with the folder's own tokenizer.json; decoding stops at the checkpoint's eos_token_id.
+    with the folder's own tokenizer.json; decoding stops at the checkpoint's eos token.
     sampling: as seemore.generation.generate (temperature, top_k, top_p, seed)."""
     folder = Path(folder)
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{folder}: no tokenizer.json (the checkpoint's own tokenizer reads "
-                        "the prompt)")
-    try:
-        tokenizer = HFTokenizer.from_file(str(path))
-    except Exception as e:  # the tokenizers library raises plain Exception for a bad file
-        raise UserError(f"{path}: unreadable ({e})") from None
-    eos = read_hf_config(folder).get("eos_token_id")
-    eos = eos[0] if isinstance(eos, list) and eos else eos
+    tokenizer = pretrained_tokenizer(folder)
     decoder = load_decoder(folder).eval()
-    ids = tokenizer.encode(prompt).ids
+    ids = tokenizer.model.encode(prompt).ids  # with the checkpoint's own template
     if not prompt or not ids:
         raise UserError("the prompt is empty")
-    if max(ids) >= decoder.config.vocab_size:
-        raise UserError(f"{path}: the prompt has token id {max(ids)}, past the decoder's "
-                        f"vocabulary of {decoder.config.vocab_size}: not this model's tokenizer")
     new: list[int] = []
-    model = TextModel(decoder, eos_id=eos if isinstance(eos, int) else -1)
+    model = TextModel(decoder, eos_id=tokenizer.eos_id)
     for step in generate(model, [ids], None, max_new_tokens, **sampling):
         if int(step[0]) == model.tokenizer.eos_id:
             break
         new.append(int(step[0]))
-    return tokenizer.decode(ids + new, skip_special_tokens=True)
+    return tokenizer.model.decode(ids + new, skip_special_tokens=True)

@@ -30,6 +30,7 @@ from seemore.config import Config, TrainConfig
 from seemore.data.datasets import DATASETS, dataset_of, members
 from seemore.data.user import UserDataset
 from seemore.errors import UserError
+from seemore.layers.lora import add_lora
 from seemore.layers.moe import router_report
 from seemore.objectives import build_model, objective_of, training_data
 from seemore.objectives.load import load_components, load_folder
@@ -95,7 +96,8 @@ def learning_rate(step: int, config: Config) -> float:
 
 
 def prepare(model: nn.Module, config: Config) -> None:
-    """Start the model from the folders the config names and freeze what it says."""
+    """Start the model from the folders the config names, freeze what it says and give it
+    the adapters it names."""
     t = config.train
     for folder in t.init_from:
         load_components(model, folder)
@@ -109,6 +111,11 @@ def prepare(model: nn.Module, config: Config) -> None:
             raise UserError(f"train.freeze: a {t.objective} model has no {name} "
                             f"(it has {', '.join(children)})")
         children[name].requires_grad_(False)
+    if t.lora:  # the adapted components train only through their adapters
+        for name in {target.partition(".")[0] for target in t.lora_targets}:
+            if name in children:
+                children[name].requires_grad_(False)
+        add_lora(model, t.lora_targets, t.lora, t.lora_alpha)
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("train.freeze leaves nothing to train")
 
