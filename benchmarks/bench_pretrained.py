@@ -11,11 +11,15 @@ tiny shrinks both, for the test suite. Reported:
 
 - import: seconds, peak RSS and the RSS the loading adds (over the process with its library
   imported) of seemore's `load_decoder` / `load_vision` (bf16), each in a fresh process,
-  next to the weights' size on disk and transformers' `from_pretrained`
+  next to the weights' size on disk and transformers' `from_pretrained`; and of
+  `seemore import`'s `import_vlm` (both parts in fp32, the weights training updates, and a
+  new projector)
 - generation: new tokens/s of greedy decoding, fp32, a 64-token prompt and --new-tokens
   more, batch 1 and 16: seemore's KV-cache decode loop against transformers' `generate`
 - training: one AdamW step of the decoder (batch 4 x 256 tokens) and of the tower (batch 4
-  images), forward and backward under bf16 autocast, seconds
+  images), forward and backward under bf16 autocast, seconds; for the decoder also with
+  LoRA (rank --lora-rank, alpha twice the rank, on every block's linear layers): trainable
+  parameters, AdamW state and gradient memory, both ways
 
 Medians of --repeats timings.
 """
@@ -29,13 +33,16 @@ import time
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import emit, machine, median_time, peak_rss_mb  # noqa: E402
 
 from seemore.generation import generate  # noqa: E402
+from seemore.layers.lora import add_lora  # noqa: E402
 from seemore.pretrained.decoder import TextModel, load_decoder  # noqa: E402
 from seemore.pretrained.vision import load_vision  # noqa: E402
+from seemore.pretrained.vlm import import_vlm  # noqa: E402
 from seemore.train.loop import autocast_context  # noqa: E402
 
 SHAPES = {
@@ -63,6 +70,11 @@ def write_folders(root: Path, scale: str) -> dict[str, Path]:
     torch.manual_seed(0)
     decoder = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPES[scale]["decoder"]))
     decoder.to(torch.bfloat16).save_pretrained(root / "decoder")
+    # a tokenizer.json of the vocabulary's size (one word per id), which `seemore import` needs
+    vocab = {f"w{i}": i for i in range(decoder.config.vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(root / "decoder" / "tokenizer.json"))
     vision = transformers.SiglipVisionModel(
         transformers.SiglipVisionConfig(**SHAPES[scale]["vision"]))
     vision.to(torch.bfloat16).save_pretrained(root / "vision")
@@ -80,7 +92,10 @@ def import_in_a_process(part: str, folder: Path, library: str) -> dict:
 def import_only(part: str, folder: str, library: str) -> None:
     """Load one part (this process does nothing else) and print seconds, peak RSS and how
     much of it the loading added to the process with its library imported."""
-    if library == "seemore":
+    if part == "vlm":  # folder: the two folders' parent
+        def load(folder, dtype):
+            return import_vlm(Path(folder) / "vision", Path(folder) / "decoder")
+    elif library == "seemore":
         load = load_decoder if part == "decoder" else load_vision
     else:
         import transformers
@@ -128,18 +143,55 @@ def generation(folder: Path, new_tokens: int, repeats: int) -> dict:
     return figures
 
 
-def training_step(module, inputs, loss_of, repeats: int) -> float:
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True)
+def training_step(module, inputs, loss_of, repeats: int) -> dict:
+    """Seconds of one AdamW step of module's trainable parameters, how many there are and
+    how much memory their optimizer state (AdamW's two moments) and gradients take."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
 
-    def step():
+    def step(keep_grads=False):
         with autocast_context("bf16", torch.device("cpu")):
             loss = loss_of(module(*inputs))
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if not keep_grads:
+            optimizer.zero_grad(set_to_none=True)
 
-    step()
-    return median_time(step, repeats)[0]
+    step(keep_grads=True)
+    mb = 2**20
+    gradients = sum(p.grad.numel() * p.grad.element_size() for p in trainable) / mb
+    optimizer.zero_grad(set_to_none=True)
+    state = sum(t.numel() * t.element_size() for s in optimizer.state.values()
+                for t in s.values() if t.dim()) / mb
+    return {"s": round(median_time(step, repeats)[0], 3),
+            "trainable": sum(p.numel() for p in trainable),
+            "optimizer_state_mb": round(state, 1), "gradients_mb": round(gradients, 1)}
+
+
+def decoder_steps(folder: Path, rank: int, repeats: int) -> dict:
+    """One bf16 step of the decoder (batch 4 x 256 tokens), every weight trained, and with
+    rank-`rank` LoRA adapters on all its blocks' linear layers, the weights frozen."""
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    ids = torch.randint(0, vocab, (4, 256), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(256).expand(4, 256)
+    figures = {}
+    for name in ("full", "lora"):
+        torch.manual_seed(0)
+        decoder = load_decoder(folder, dtype=torch.float32).train()
+        if name == "lora":
+            decoder.requires_grad_(False)
+            add_lora(torch.nn.ModuleDict({"decoder": decoder}), ("decoder",), rank, 2.0 * rank)
+        result = training_step(
+            decoder, (decoder.embed(ids).detach(), positions),
+            lambda logits: torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten()), repeats)
+        figures.update({f"train_step_decoder_{name}_{k}": v for k, v in result.items()})
+        print(f"one bf16 training step of the decoder, 4 x 256 tokens, "
+              f"{'every weight' if name == 'full' else f'LoRA rank {rank}'}: "
+              f"{result['s']:.2f} s, {result['trainable']:,} trainable parameters, AdamW "
+              f"state {result['optimizer_state_mb']:.1f} MB, gradients "
+              f"{result['gradients_mb']:.1f} MB")
+    return figures
 
 
 def main() -> None:
@@ -147,6 +199,7 @@ def main() -> None:
     parser.add_argument("--scale", choices=list(SHAPES), default="real")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timings; the median is kept")
+    parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--import-only", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.import_only:
@@ -165,25 +218,21 @@ def main() -> None:
                 line += (f" {library} {result['seconds']:.1f} s, peak RSS "
                          f"{result['peak_rss_mb']} MB ({result['added_rss_mb']} MB added);")
             print(line)
+        result = import_in_a_process("vlm", Path(tmp), "seemore")
+        figures.update({f"import_vlm_seemore_{k}": v for k, v in result.items()})
+        print(f"seemore import, both parts and a new projector, in fp32: "
+              f"{result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']} MB "
+              f"({result['added_rss_mb']} MB added)")
         figures.update(generation(folders["decoder"], args.new_tokens, args.repeats))
 
-        torch.manual_seed(0)
-        decoder = load_decoder(folders["decoder"], dtype=torch.float32).train()
-        ids = torch.randint(0, decoder.config.vocab_size, (4, 256))
-        positions = torch.arange(256).expand(4, 256)
-        seconds = training_step(
-            decoder, (decoder.embed(ids).detach(), positions),
-            lambda logits: torch.nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten()), args.repeats)
-        figures["train_step_decoder_s"] = round(seconds, 3)
+        figures.update(decoder_steps(folders["decoder"], args.lora_rank, args.repeats))
         vit = load_vision(folders["vision"], dtype=torch.float32).train()
         side = vit.config.image_size
-        seconds_vit = training_step(vit, (torch.rand(4, 3, side, side),),
-                                    lambda features: features.float().pow(2).mean(),
-                                    args.repeats)
-        figures["train_step_vision_s"] = round(seconds_vit, 3)
-        print(f"one bf16 training step: decoder, 4 x 256 tokens, {seconds:.2f} s; vision "
-              f"tower, 4 images of {side} px, {seconds_vit:.2f} s")
+        result = training_step(vit, (torch.rand(4, 3, side, side),),
+                               lambda features: features.float().pow(2).mean(), args.repeats)
+        figures["train_step_vision_s"] = result["s"]
+        print(f"one bf16 training step of the vision tower, 4 images of {side} px: "
+              f"{result['s']:.2f} s")
     emit({**figures, **machine()})
 
 
