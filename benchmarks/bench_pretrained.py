@@ -14,8 +14,9 @@ tiny shrinks both, for the test suite. Reported:
   next to the weights' size on disk and transformers' `from_pretrained`; and of
   `seemore import`'s `import_vlm` (both parts in fp32, the weights training updates, and a
   new projector)
-- generation: new tokens/s of greedy decoding, fp32, a 64-token prompt and --new-tokens
-  more, batch 1 and 16: seemore's KV-cache decode loop against transformers' `generate`
+- generation: new tokens/s of greedy decoding, a 64-token prompt and --new-tokens more,
+  fp32 and bf16, batch 1 and 16: seemore's KV-cache decode loop against transformers'
+  `generate`, alternating run by run
 - training: one AdamW step of the decoder (batch 4 x 256 tokens) and of the tower (batch 4
   images), forward and backward under bf16 autocast, seconds; for the decoder also with
   LoRA (rank --lora-rank, alpha twice the rank, on every block's linear layers): trainable
@@ -26,6 +27,7 @@ Medians of --repeats timings.
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,36 +112,52 @@ def import_only(part: str, folder: str, library: str) -> None:
 
 
 def generation(folder: Path, new_tokens: int, repeats: int) -> dict:
+    """Greedy decoding, seemore against transformers on the same weights, in fp32 and in
+    bf16 (the checkpoint's own dtype), batch 1 and 16. The two alternate, run by run, so
+    that a slow spell of this shared machine falls on both; the ratio is given as the
+    ratio of the medians and the range of the per-pair ratios."""
     import transformers
 
-    ours = load_decoder(folder, dtype=torch.float32).eval()
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    vocab = ours.config.vocab_size
     figures = {}
-    for batch in (1, 16):
-        prompt = torch.randint(0, vocab, (batch, 64), generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float32, torch.bfloat16):
+        kind = str(dtype).removeprefix("torch.").replace("float32", "fp32").replace(
+            "bfloat16", "bf16")
+        ours = load_decoder(folder, dtype=dtype).eval()
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+        for batch in (1, 16):
+            prompt = torch.randint(0, ours.config.vocab_size, (batch, 64),
+                                   generator=torch.Generator().manual_seed(0))
 
-        def run_ours(prompt=prompt):
-            for _ in generate(TextModel(ours), prompt.tolist(), None, new_tokens,
-                              stop_at_eos=False):
-                pass
+            def run_ours(prompt=prompt, ours=ours):
+                for _ in generate(TextModel(ours), prompt.tolist(), None, new_tokens,
+                                  stop_at_eos=False):
+                    pass
 
-        def run_theirs(prompt=prompt):
-            with torch.inference_mode():
-                theirs.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                do_sample=False, pad_token_id=0)
+            def run_theirs(prompt=prompt, theirs=theirs):
+                with torch.inference_mode():
+                    theirs.generate(prompt, max_new_tokens=new_tokens,
+                                    min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
 
-        for name, run in (("seemore", run_ours), ("transformers", run_theirs)):
-            run()  # warm up
-            rate = batch * new_tokens / median_time(run, repeats)[0]
-            figures[f"generate_{name}_batch{batch}_tokens_per_s"] = round(rate, 1)
-        ratio = (figures[f"generate_seemore_batch{batch}_tokens_per_s"]
-                 / figures[f"generate_transformers_batch{batch}_tokens_per_s"])
-        figures[f"generate_batch{batch}_seemore_over_transformers"] = round(ratio, 2)
-        print(f"greedy generation, batch {batch}: seemore "
-              f"{figures[f'generate_seemore_batch{batch}_tokens_per_s']:.0f} tokens/s, "
-              f"transformers {figures[f'generate_transformers_batch{batch}_tokens_per_s']:.0f}"
-              f" ({ratio:.2f}x)")
+            run_ours()  # warm up
+            run_theirs()
+            times: dict[str, list[float]] = {"seemore": [], "transformers": []}
+            for _ in range(repeats):
+                for name, run in (("seemore", run_ours), ("transformers", run_theirs)):
+                    times[name].append(median_time(run, 1)[0])
+            key = f"generate_{kind}_batch{batch}"
+            for name, seconds in times.items():
+                figures[f"{key}_{name}_tokens_per_s"] = round(
+                    batch * new_tokens / statistics.median(seconds), 1)
+            pairs = [b / a for a, b in zip(times["seemore"], times["transformers"],
+                                           strict=True)]
+            ratio = (figures[f"{key}_seemore_tokens_per_s"]
+                     / figures[f"{key}_transformers_tokens_per_s"])
+            figures[f"{key}_seemore_over_transformers"] = round(ratio, 2)
+            figures[f"{key}_pair_ratios_min_max"] = [round(min(pairs), 2), round(max(pairs), 2)]
+            print(f"greedy generation, {kind}, batch {batch}: seemore "
+                  f"{figures[f'{key}_seemore_tokens_per_s']:.0f} tokens/s, transformers "
+                  f"{figures[f'{key}_transformers_tokens_per_s']:.0f} ({ratio:.2f}x; "
+                  f"{min(pairs):.2f}-{max(pairs):.2f}x run by run)")
     return figures
 
 
@@ -198,7 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=list(SHAPES), default="real")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="timings; the median is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--import-only", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

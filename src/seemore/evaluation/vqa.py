@@ -108,9 +108,8 @@ def evaluate(model, split: str, n_images: int, with_captions: bool = True,
 
     captioned = [e for e in examples if e.caption]
     if with_captions and captioned:
-        # as long as the context allows: generation stops at its end
         predicted = _answer(model, [e.image for e in captioned], [CAPTION_PROMPT] * len(captioned),
-                            model.config.decoder.max_seq_len, batch_size)
+                            model.caption_tokens, batch_size)
         result["caption_object_f1"] = caption_f1(
             predicted, [e.caption for e in captioned], data.parse_caption)
     model.train(was_training)

@@ -24,6 +24,8 @@ from seemore.models.vq import VQVAE
 from seemore.prompt import CAPTION_PROMPT, IGNORE_INDEX, prompt_ids
 from seemore.tokenizer import Tokenizer
 
+CAPTION_TOKENS = 256  # every built-in preset's captions fit, with their context
+
 
 class VLM(FolderModel):
     """resize is how an image that is not square becomes the ViT's input (data.resize)."""
@@ -154,11 +156,18 @@ class VLM(FolderModel):
         """Answer a question about one image (a path, a PIL image or an array)."""
         return self.ask_batch([image], [question], max_new_tokens, **sampling)[0]
 
+    @property
+    def caption_tokens(self) -> int:
+        """The most tokens a caption runs to by default: to the end of the context, up to
+        CAPTION_TOKENS (an imported decoder's context of thousands would hold a KV cache of
+        gigabytes for a batch of captions)."""
+        return min(self.config.decoder.max_seq_len, CAPTION_TOKENS)
+
     def caption(self, image, max_new_tokens: int | None = None, **sampling) -> str:
-        """Describe one image (a path, a PIL image or an array). By default the caption may
-        run to the end of the context (generation stops there)."""
-        max_new_tokens = max_new_tokens or self.config.decoder.max_seq_len
-        return self.ask(image, CAPTION_PROMPT, max_new_tokens, **sampling)
+        """Describe one image (a path, a PIL image or an array), in up to caption_tokens
+        tokens by default."""
+        return self.ask(image, CAPTION_PROMPT, max_new_tokens or self.caption_tokens,
+                        **sampling)
 
     def complete(self, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
         """The prompt and its continuation by the decoder alone, without an image (what a
