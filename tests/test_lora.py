@@ -83,6 +83,20 @@ def test_lora_trains_fewer_parameters():
     assert all(p.requires_grad for p in model.projector.parameters())
 
 
+def test_lora_on_one_layer_of_the_vit():
+    from seemore.train.loop import prepare
+
+    config = apply_overrides(get_preset("tiny"), ["train.lora=2",
+                                                  "train.lora_targets=vision.attn.qkv"])
+    model = build_model(config)
+    prepare(model, config)
+    adapted = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    assert adapted == [f"vision.blocks.{i}.attn.qkv" for i in range(2)]
+    assert [n for n, p in model.vision.named_parameters() if p.requires_grad] == [
+        f"blocks.{i}.attn.qkv.lora_{x}" for i in range(2) for x in "ab"]
+    assert all(p.requires_grad for p in model.decoder.parameters())
+
+
 def test_merge_is_exact_for_one_layer():
     torch.manual_seed(0)
     model = nn.Module()
