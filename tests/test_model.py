@@ -77,6 +77,23 @@ def test_grouped_query_attention_equals_full_attention_with_shared_kv_heads():
     torch.testing.assert_close(gqa(x), full(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_query_per_head_as_two_matmuls_equals_sdpa(dtype):
+    """The bf16 decode step's own path (Attention.single_query) gives what
+    scaled_dot_product_attention gives, with grouped-query heads and a padding mask."""
+    torch.manual_seed(0)
+    attention = Attention(dim=48, n_heads=6, n_kv_heads=2, causal=True)
+    q = torch.randn(3, 6, 1, 8, dtype=dtype)
+    k, v = torch.randn(3, 2, 20, 8, dtype=dtype), torch.randn(3, 2, 20, 8, dtype=dtype)
+    mask = torch.rand(3, 1, 1, 20) > 0.3
+    mask[..., 0] = True
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                              attn_mask=mask, enable_gqa=True)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(attention.single_query(q, k, v, mask).float(), expected,
+                               atol=tolerance, rtol=tolerance)
+
+
 def test_rope_rotates_each_pair_by_position_times_its_frequency():
     head_dim, base = 8, 10000.0
     rope = RotaryEmbedding(head_dim, 16, base)

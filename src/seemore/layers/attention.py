@@ -60,11 +60,12 @@ class Attention(nn.Module):
             k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
         if n_queries is not None:
             q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
-        if T == 1:  # a single new query may see every cached key: no causal mask
+        # a single new query may see every cached key, so it needs no causal mask
+        if T == 1 and B > 1 and q.device.type == "cpu" and q.dtype != torch.float32:
             y = self.single_query(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
+                q, k, v, attn_mask=mask, is_causal=self.causal and mask is None and T > 1,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, nh, T, hd)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hd)
@@ -72,15 +73,16 @@ class Attention(nn.Module):
 
     def single_query(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      mask: torch.Tensor | None) -> torch.Tensor:
-        """Attention of one query per head (a decode step) as two matmuls, the softmax in
-        fp32: on CPU in bf16, scaled_dot_product_attention took 7x as long for this shape
-        (995 against 145 us at batch 16, 9 heads on 3, 128 keys; the same in fp32), a third
-        of a SmolLM2-135M decode step. q (B, nh, 1, hd), k and v (B, nkv, S, hd), mask
-        broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd)."""
+        """Attention of one query per head (a batched decode step) as two matmuls, the
+        softmax in fp32. On CPU in bf16, scaled_dot_product_attention is several times
+        slower for this shape once the batch grows (batch 16, 128-256 keys: 400-900 us
+        against 140-200; a third of a SmolLM2-135M decode step), while at batch 1 and in
+        fp32 it is the faster, so only that case comes here. q (B, nh, 1, hd), k and v
+        (B, nkv, S, hd), mask broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd)."""
         B, nh, _, hd = q.shape
         nkv = k.shape[1]
-        q = q.view(B, nkv, nh // nkv, hd)  # the query heads that share each key head
-        scores = (q @ k.transpose(-1, -2)).float() * hd**-0.5  # (B, nkv, nh/nkv, S)
+        q = q.view(B, nkv, nh // nkv, hd) * hd**-0.5  # the query heads sharing a key head
+        scores = q @ k.transpose(-1, -2)  # (B, nkv, nh/nkv, S)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        return (scores.softmax(-1).to(v.dtype) @ v).view(B, nh, 1, hd)
+        return (scores.softmax(-1, dtype=torch.float32).to(v.dtype) @ v).view(B, nh, 1, hd)
