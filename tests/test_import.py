@@ -118,7 +118,10 @@ def test_the_pretrained_recipe_and_every_command(tmp_path, capsys):
     capsys.readouterr()
     for command in (["ask", final, str(image), "what shape is it?"], ["caption", final,
                     str(image)], ["eval", final, "--scenes", "4"],
-                    ["generate", final, "a red", "--max-new-tokens", "5"]):
+                    ["generate", final, "a red", "--max-new-tokens", "5"],
+                    ["attend", final, str(image), "what shape is it?", "-o",
+                     str(tmp_path / "attention.png")],
+                    ["probe", final, "--scenes", "20", "--held-out", "10"]):
         assert main(command) == 0, command
     out = capsys.readouterr().out
     assert "compositional" in out and "\na red" in out
