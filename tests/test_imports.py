@@ -19,7 +19,7 @@ LAYERS = {
     "data": 5,
     "evaluation": 6, "probe": 6, "attend": 6, "plot": 6, "tracking": 6,
     "objectives": 7,
-    "train": 8, "recipes": 8,
+    "train": 8, "recipes": 8, "serving": 8,
     "cli": 9, "__main__": 9, "": 9,
 }
 

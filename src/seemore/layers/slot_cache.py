@@ -1,0 +1,36 @@
+"""A key/value cache of fixed slots, one per sequence being decoded, each at its own length:
+what continuous batching needs, where sequences join and leave between decode steps
+(serving/engine.py). KVCache (kv_cache.py) serves a batch that starts and ends together."""
+
+import torch
+import torch.nn as nn
+
+
+class SlotCache(nn.Module):
+    """Keys and values for n_slots sequences of up to max_len positions. Before each forward
+    the caller sets rows, the slots of the batch's rows, in order. A prefill (int start)
+    writes one slot's prompt; a decode step (start: each row's position, a (B,) tensor)
+    writes one position per row. Both return the rows' whole caches, whose unwritten
+    positions the caller masks."""
+
+    def __init__(self, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        shape = (n_slots, n_kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device),
+                             persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device),
+                             persistent=False)
+        self.rows = torch.zeros(1, dtype=torch.long, device=device)
+
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v: (B, n_kv_heads, T, hd); T > 1 only for a prefill of one row."""
+        if isinstance(start, torch.Tensor):
+            self.k[self.rows, :, start] = k[:, :, 0]
+            self.v[self.rows, :, start] = v[:, :, 0]
+            return self.k[self.rows], self.v[self.rows]
+        slot, end = int(self.rows[0]), start + k.shape[2]
+        self.k[slot, :, start:end] = k[0]
+        self.v[slot, :, start:end] = v[0]
+        return self.k[slot:slot + 1, :, :end], self.v[slot:slot + 1, :, :end]

@@ -1,0 +1,1 @@
+"""Serving a trained model: continuous batching (engine.py)."""

@@ -1,0 +1,169 @@
+"""Continuous batching: one thread owns the model and decodes every running request in one
+batched step; a new request joins between two steps (after its own prefill) and a finished
+one leaves, freeing its slot of the cache (layers/slot_cache.py). With greedy decoding a
+request gets the same tokens whatever else runs beside it (tested).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from seemore.generation import sample
+from seemore.layers.slot_cache import SlotCache
+
+
+@dataclass
+class Request:
+    """Prompt ids (with <image> slots when image is given, a (3, H, W) tensor) and how to
+    sample. tokens receives each new token id, then None when the request ends; reason
+    then says why: "stop" (eos), "length" (max_new_tokens or the end of the context) or
+    "cancelled"."""
+
+    ids: list[int]
+    image: torch.Tensor | None = None
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float | None = None
+    seed: int | None = None
+    tokens: queue.Queue = field(default_factory=queue.Queue)
+    reason: str = ""
+    cancelled: bool = False
+
+
+@dataclass
+class _Running:
+    request: Request
+    slot: int
+    length: int  # tokens in its cache
+    last: int  # the newest token, to feed next
+    made: int = 0
+    generator: torch.Generator | None = None
+
+
+class Engine:
+    """Decodes the model's requests in batches of up to max_batch, with a cache of max_len
+    positions per slot (the model's context, at most). submit() may be called from any
+    thread; close() stops the loop."""
+
+    def __init__(self, model, max_batch: int = 32, max_len: int | None = None):
+        self.model, self.max_batch = model, max_batch
+        decoder = model.decoder
+        c = decoder.config
+        self.max_len = min(max_len or c.max_seq_len, c.max_seq_len)
+        dtype = decoder.embed.weight.dtype
+        self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len, c.dim // c.n_heads,
+                                 dtype, model.device) for _ in decoder.blocks]
+        self.waiting: queue.Queue[Request] = queue.Queue()
+        self.free = list(range(max_batch))
+        self.running: list[_Running] = []
+        self.steps = 0  # batched decode steps run (for tests and logs)
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="seemore-engine", daemon=True)
+        self.thread.start()
+
+    def submit(self, request: Request) -> Request:
+        if len(request.ids) >= self.max_len:
+            raise ValueError(f"the prompt is {len(request.ids)} tokens; the cache holds "
+                             f"{self.max_len}")
+        self.waiting.put(request)
+        return request
+
+    def close(self) -> None:
+        self.closed = True
+        self.waiting.put(Request([]))  # wakes the loop
+        self.thread.join()
+
+    def _attach(self, rows: list[int]) -> None:
+        index = torch.tensor(rows, device=self.model.device)
+        for block, cache in zip(self.model.decoder.blocks, self.caches, strict=True):
+            cache.rows = index
+            block.attn.cache = cache
+
+    def _finish(self, run: _Running, reason: str) -> None:
+        run.request.reason = reason
+        run.request.tokens.put(None)
+        self.free.append(run.slot)
+
+    def _admit(self, request: Request) -> None:
+        """Prefill a new request in its slot and emit its first token."""
+        if request.cancelled or not request.ids:
+            if request.ids:
+                request.reason = "cancelled"
+                request.tokens.put(None)
+            return
+        model, slot = self.model, self.free.pop()
+        ids = torch.tensor([request.ids], device=model.device)
+        images = None if request.image is None else request.image[None].to(model.device)
+        self._attach([slot])
+        x = model.embed(ids, images)
+        positions = torch.arange(ids.shape[1], device=model.device)[None]
+        logits = model.decoder(x, positions, None, 0, last=True)[:, -1]
+        generator = (torch.Generator(device=model.device).manual_seed(request.seed)
+                     if request.seed is not None else None)
+        run = _Running(request, slot, len(request.ids), 0, generator=generator)
+        self._emit(run, logits[0])
+
+    def _emit(self, run: _Running, logits: torch.Tensor) -> None:
+        r = run.request
+        token = int(sample(logits[None], r.temperature, None, r.top_p, run.generator)[0])
+        if token == self.model.tokenizer.eos_id:
+            return self._finish(run, "stop")
+        r.tokens.put(token)
+        run.made, run.last = run.made + 1, token
+        if r.cancelled:
+            return self._finish(run, "cancelled")
+        if run.made >= r.max_new_tokens or run.length + 1 >= self.max_len:
+            return self._finish(run, "length")
+        if run not in self.running:
+            self.running.append(run)
+
+    def _step(self) -> None:
+        """One batched decode step of every running request."""
+        model, runs = self.model, self.running
+        self.running = []
+        self._attach([run.slot for run in runs])
+        device = model.device
+        last = torch.tensor([[run.last] for run in runs], device=device)  # (B, 1)
+        position = torch.tensor([run.length for run in runs], device=device)  # (B,)
+        mask = torch.arange(self.max_len, device=device) <= position[:, None]  # (B, L)
+        logits = model.decoder(model.decoder.embed(last), position[:, None],
+                               mask[:, None, None, :], position)[:, -1]
+        self.steps += 1
+        for run, row in zip(runs, logits, strict=True):
+            run.length += 1
+            self._emit(run, row)
+
+    def _fail(self, runs: list[_Running], error: Exception) -> None:
+        """End runs with the error (their callers report it); the engine goes on."""
+        for run in runs:
+            self._finish(run, f"error: {error}")
+
+    @torch.inference_mode()
+    def _loop(self) -> None:
+        while not self.closed:
+            while self.free and (not self.waiting.empty() or not self.running):
+                try:
+                    request = self.waiting.get(timeout=None if not self.running else 0)
+                except queue.Empty:
+                    break
+                if self.closed:
+                    return
+                slot = self.free[-1] if self.free else None
+                try:
+                    self._admit(request)
+                except Exception as e:  # one bad request must not stop the others
+                    if slot is not None and slot not in self.free:
+                        self.free.append(slot)
+                    request.reason = f"error: {e}"
+                    request.tokens.put(None)
+            if self.running:
+                runs = list(self.running)
+                try:
+                    self._step()
+                except Exception as e:
+                    self.running = []
+                    self._fail(runs, e)

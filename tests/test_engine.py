@@ -1,0 +1,86 @@
+"""Continuous batching (serving/engine.py): requests that join and leave between decode
+steps get the tokens they would get alone, and share the steps."""
+
+import threading
+
+import pytest
+import torch
+
+from seemore.config import apply_overrides, get_preset
+from seemore.generation import generate
+from seemore.objectives import build_model
+from seemore.serving.engine import Engine, Request
+
+QUESTIONS = ["what color is the circle?", "how many objects are there?",
+             "where is the square?", "describe the image.", "is there a red triangle?"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = apply_overrides(get_preset("tiny"), ["model.decoder.n_kv_heads=1"])
+    return build_model(config).eval()
+
+
+def drain(request: Request) -> list[int]:
+    tokens = []
+    while (token := request.tokens.get(timeout=60)) is not None:
+        tokens.append(token)
+    return tokens
+
+
+def alone(model, ids, image, n):
+    tokens = []
+    for step in generate(model, [ids], image[None], n):
+        if int(step[0]) == model.tokenizer.eos_id:
+            break
+        tokens.append(int(step[0]))
+    return tokens
+
+
+def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model):
+    torch.manual_seed(1)
+    images = torch.rand(len(QUESTIONS), 3, 32, 32)
+    lengths = [40, 7, 25, 60, 3]
+    prompts = [model.prompt_ids(q) for q in QUESTIONS]
+    expected = [alone(model, p, im, n) for p, im, n in zip(prompts, images, lengths,
+                                                          strict=True)]
+    engine = Engine(model, max_batch=3)
+    try:
+        first = engine.submit(Request(prompts[0], images[0], lengths[0]))
+        assert first.tokens.get(timeout=60) is not None  # running before the others join
+        requests = [first] + [engine.submit(Request(p, im, n)) for p, im, n in
+                              zip(prompts[1:], images[1:], lengths[1:], strict=True)]
+        got = [[expected[0][0]] + drain(first)] + [drain(r) for r in requests[1:]]
+    finally:
+        engine.close()
+    assert got == expected
+    assert all(r.reason in ("stop", "length") for r in requests)
+    # five requests, at most three at a time, shared the steps
+    assert engine.steps < sum(map(len, expected)) - len(expected)
+
+
+def test_concurrent_submitters_and_a_bad_request(model):
+    engine = Engine(model, max_batch=4)
+    image = torch.rand(3, 32, 32)
+    results = {}
+
+    def client(i):
+        request = engine.submit(Request(model.prompt_ids(QUESTIONS[i % 5]), image, 10,
+                                        temperature=0.8, seed=i))
+        results[i] = (drain(request), request.reason)
+
+    try:
+        bad = engine.submit(Request(model.prompt_ids("what?")[:5], image, 5))  # too few slots
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert drain(bad) == [] and bad.reason.startswith("error: every row needs")
+        assert len(results) == 8 and all(reason in ("stop", "length")
+                                         for _, reason in results.values())
+        with pytest.raises(ValueError, match="the cache holds"):
+            engine.submit(Request([1] * 1000))
+    finally:
+        engine.close()
