@@ -3,24 +3,20 @@ what continuous batching needs, where sequences join and leave between decode st
 (serving/engine.py). KVCache (kv_cache.py) serves a batch that starts and ends together."""
 
 import torch
-import torch.nn as nn
+
+from seemore.layers.kv_cache import KVCache
 
 
-class SlotCache(nn.Module):
-    """Keys and values for n_slots sequences of up to max_len positions. Before each forward
-    the caller sets rows, the slots of the batch's rows, in order. A prefill (int start)
-    writes one slot's prompt; a decode step (start: each row's position, a (B,) tensor)
-    writes one position per row. Both return the rows' whole caches, whose unwritten
-    positions the caller masks."""
+class SlotCache(KVCache):
+    """Keys and values for n_slots sequences (KVCache's batch) of up to max_len positions.
+    Before each forward the caller sets rows, the slots of the batch's rows, in order. A
+    prefill (int start) writes one slot's prompt; a decode step (start: each row's
+    position, a (B,) tensor) writes one position per row. Both return the rows' whole
+    caches, whose unwritten positions the caller masks."""
 
     def __init__(self, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device):
-        super().__init__()
-        shape = (n_slots, n_kv_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device),
-                             persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device),
-                             persistent=False)
+        super().__init__(n_slots, n_kv_heads, max_len, head_dim, dtype, device)
         self.rows = torch.zeros(1, dtype=torch.long, device=device)
 
     def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
