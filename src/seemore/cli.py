@@ -1,5 +1,5 @@
 """The `seemore` command: train, eval, caption, ask, draw, generate, probe, attend, data check,
-plot, import, export, merge-lora.
+plot, import, export, merge-lora, serve.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -164,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run or model folder whose decoder has the Llama family's "
                                "shape (decoder.mlp=swiglu)")
     p.add_argument("out", help="a new or empty folder")
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server for a run "
+                                     "(POST /v1/chat/completions), batching requests")
+    p.set_defaults(func=cmd_serve)
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="requests decoded together at most (default: 32)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests waiting or running before 429 (default: 256)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="a request's longest decode, seconds (default: 60)")
+    p.add_argument("--allow-local-files", metavar="DIR", default=None,
+                   help="let image_url name files under DIR (default: data: URLs only)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
 
     p = sub.add_parser("import", help="a VLM of a pretrained vision tower and decoder "
                                       "(Hugging Face folders), as a seemore model folder")
@@ -460,6 +476,27 @@ def cmd_plot(args) -> None:
     from seemore.plot import plot_run
 
     print(plot_run(args.run, args.out))
+
+
+def cmd_serve(args) -> None:
+    import logging
+
+    import uvicorn
+
+    from seemore.serving.app import Limits, create_app
+
+    model = _load(args)
+    allow = Path(args.allow_local_files).resolve() if args.allow_local_files else None
+    if allow is not None and not allow.is_dir():
+        raise UserError(f"--allow-local-files: {allow} is not a folder")
+    if args.max_batch < 1 or args.max_queue < 1 or args.timeout <= 0:
+        raise UserError("--max-batch and --max-queue must be at least 1, --timeout positive")
+    limits = Limits(max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout)
+    name = Path(args.run).resolve().name
+    app = create_app(model, name, objective_of(model.run).answers, limits, allow)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(f"serving {args.run} as {name!r} on http://{args.host}:{args.port}/v1")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def _new_folder(out: Path, command: str) -> None:

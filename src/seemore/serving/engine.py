@@ -16,7 +16,7 @@ from seemore.generation import sample
 from seemore.layers.slot_cache import SlotCache
 
 
-@dataclass
+@dataclass(eq=False)  # one request is equal only to itself
 class Request:
     """Prompt ids (with <image> slots when image is given, a (3, H, W) tensor) and how to
     sample. tokens receives each new token id, then None when the request ends; reason
@@ -34,7 +34,7 @@ class Request:
     cancelled: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Running:
     request: Request
     slot: int

@@ -1,0 +1,193 @@
+"""`seemore serve`: OpenAI's chat-completions API on a tiny trained run, answered by the
+continuous-batching engine: the same answers as model.ask, streamed or whole, concurrent
+requests batched, and every bad request a 4xx with an error object, the server alive."""
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from seemore.cli import main
+from seemore.data.shapes import ShapesWorld
+from seemore.objectives.load import load_folder
+from seemore.serving.app import Limits, create_app
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve") / "run"
+    assert main(["train", "--preset", "tiny", "--out", str(out), "--no-progress",
+                 "train.steps=40", "train.final_eval_scenes=2"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(run):
+    model = load_folder(run)
+    app = create_app(model, "tiny", True, Limits(max_batch=4, max_image_bytes=200_000))
+    with fastapi_testclient.TestClient(app) as client:
+        yield model, client, app
+
+
+def data_url(image: Image.Image, kind: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, kind)
+    return f"data:image/{kind.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def scene(i: int = 0) -> Image.Image:
+    return Image.fromarray(ShapesWorld(32).labelled("test", i).image)
+
+
+def ask(question: str, image: Image.Image | None = None, **settings) -> dict:
+    content: list = [{"type": "text", "text": question}]
+    if image is not None:
+        content.append({"type": "image_url", "image_url": {"url": data_url(image)}})
+    return {"model": "tiny", "messages": [{"role": "user", "content": content}], **settings}
+
+
+def test_health_and_models(served):
+    _, client, _ = served
+    assert client.get("/health").json()["status"] == "ok"
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["tiny"]
+
+
+def test_answers_equal_the_models_own_whole_and_streamed(served):
+    model, client, _ = served
+    for i, question in enumerate(["what color is the circle?", "how many objects are there?",
+                                  "describe the image."]):
+        expected = model.ask(scene(i), question)
+        reply = client.post("/v1/chat/completions", json=ask(question, scene(i))).json()
+        assert reply["choices"][0]["message"]["content"] == expected
+        assert reply["choices"][0]["finish_reason"] == "stop"
+        assert reply["usage"]["prompt_tokens"] == len(model.prompt_ids(question))
+        with client.stream("POST", "/v1/chat/completions",
+                           json=ask(question, scene(i), stream=True)) as response:
+            lines = [line for line in response.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_multi_turn_and_max_tokens(served):
+    _, client, _ = served
+    body = ask("what color is the circle?", scene())
+    body["messages"] += [{"role": "assistant", "content": "red"},
+                         {"role": "user", "content": "how many objects are there?"}]
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    reply = client.post("/v1/chat/completions", json=ask("describe the image.", scene(),
+                                                         max_tokens=2)).json()
+    assert reply["usage"]["completion_tokens"] == 2
+    assert reply["choices"][0]["finish_reason"] == "length"
+
+
+def test_concurrent_requests_share_decode_steps(served):
+    model, client, app = served
+    steps = app.state.engine.steps
+    replies = {}
+
+    def one(i):
+        replies[i] = client.post("/v1/chat/completions",
+                                 json=ask("describe the image.", scene(i % 3)))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [r.status_code for r in replies.values()] == [200] * 8
+    tokens = sum(r.json()["usage"]["completion_tokens"] for r in replies.values())
+    assert app.state.engine.steps - steps < tokens - 8  # fewer steps than one at a time
+
+
+BAD = {
+    "malformed JSON": (b"{not json", 400, "not JSON"),
+    "no image": (ask("what color is the circle?"), 400, "give one as an image_url"),
+    "bad base64": ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]},
+        400, "not valid base64"),
+    "not an image": ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
+                                            + base64.b64encode(b"hello").decode()}}]}]},
+        400, "image"),
+    "image over the limit": (ask("hi", Image.effect_noise((400, 400), 64).convert("RGB")),
+                             413, "over the server's limit"),
+    "unknown model": ({**ask("hi", scene()), "model": "gpt-4"}, 404, "does not exist"),
+    "empty prompt": (ask("   ", scene()), 400, "user message with text"),
+    "prompt over the context": (ask("what color " * 200, scene()), 400, "context"),
+    "characters the tokenizer lacks": (ask("what colour is the ✓?", scene()), 400,
+                                       "characters the tokenizer does not know"),
+    "an http URL": ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
+        400, "not fetched"),
+    "a local path": ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"},
+        {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}]},
+        400, "--allow-local-files"),
+    "n=2": ({**ask("hi", scene()), "n": 2}, 400, "n must be 1"),
+    "bad temperature": ({**ask("hi", scene()), "temperature": "hot"}, 400, "temperature"),
+    "no messages": ({"model": "tiny"}, 400, "messages must be"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_requests_are_4xx_with_an_error_object(served, case):
+    _, client, _ = served
+    body, status, words = BAD[case]
+    if isinstance(body, bytes):
+        response = client.post("/v1/chat/completions", content=body,
+                               headers={"content-type": "application/json"})
+    else:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]["message"]
+    assert client.post("/v1/chat/completions", json=ask("hi", scene())).status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_openai_client_talks_to_seemore_serve(run):
+    openai = pytest.importorskip("openai")
+    import uvicorn
+
+    model = load_folder(run)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model, "tiny", True), port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": "what color is the circle?"},
+            {"type": "image_url", "image_url": {"url": data_url(scene())}}]}]
+        reply = client.chat.completions.create(model="tiny", messages=messages)
+        expected = model.ask(scene(), "what color is the circle?")
+        assert reply.choices[0].message.content == expected
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
+                           client.chat.completions.create(model="tiny", messages=messages,
+                                                          stream=True))
+        assert streamed == expected
+        with pytest.raises(openai.BadRequestError, match="give one as an image_url"):
+            client.chat.completions.create(model="tiny", messages=[
+                {"role": "user", "content": "what color is the circle?"}])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
