@@ -91,3 +91,12 @@ def test_bench_pretrained():
     assert figures["import_decoder_seemore_seconds"] > 0 < figures["import_vlm_seemore_seconds"]
     assert (figures["train_step_decoder_lora_trainable"]
             < figures["train_step_decoder_full_trainable"])
+
+
+def test_bench_serve():
+    pytest.importorskip("openai")
+    figures = run_benchmark("bench_serve.py", "--preset", "tiny", "--clients", "1,2",
+                            "--requests", "6", "--fault-requests", "12", "--max-tokens", "3")
+    assert [level["errors"] for level in figures["levels"]] == [0, 0]
+    fault = figures["fault_run"]
+    assert fault["status_5xx"] == 0 and fault["bad_all_4xx"] and fault["good_all_correct"]

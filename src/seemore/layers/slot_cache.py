@@ -10,8 +10,10 @@ from seemore.layers.kv_cache import KVCache
 class SlotCache(KVCache):
     """Keys and values for n_slots sequences (KVCache's batch) of up to max_len positions.
     Before each forward the caller sets rows, the slots of the batch's rows, in order. A
-    prefill (int start) writes one slot's prompt; a decode step (start: each row's
-    position, a (B,) tensor) writes one position per row. Both return the rows' whole
+    prefill (int start 0) writes the rows' prompts, right-padded to one length (a row's
+    padding is overwritten by its decode steps before any mask lets it be seen) and
+    returns them as they are; a decode step (start: each row's
+    position, a (B,) tensor) writes one position per row and returns the rows' whole
     caches, whose unwritten positions the caller masks."""
 
     def __init__(self, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
@@ -21,12 +23,13 @@ class SlotCache(KVCache):
 
     def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v: (B, n_kv_heads, T, hd); T > 1 only for a prefill of one row."""
+        """k, v: (B, n_kv_heads, T, hd); T > 1 only for a prefill (int start), whose rows
+        start empty."""
         if isinstance(start, torch.Tensor):
             self.k[self.rows, :, start] = k[:, :, 0]
             self.v[self.rows, :, start] = v[:, :, 0]
             return self.k[self.rows], self.v[self.rows]
-        slot, end = int(self.rows[0]), start + k.shape[2]
-        self.k[slot, :, start:end] = k[0]
-        self.v[slot, :, start:end] = v[0]
-        return self.k[slot:slot + 1, :, :end], self.v[slot:slot + 1, :, :end]
+        end = start + k.shape[2]
+        self.k[self.rows, :, start:end] = k
+        self.v[self.rows, :, start:end] = v
+        return k, v

@@ -30,16 +30,21 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
                 mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
-                last: bool = False) -> torch.Tensor:
+                last: bool | torch.Tensor = False) -> torch.Tensor:
         """x: input embeddings (B, T, D); positions: (B, T) RoPE positions; mask: boolean
         (B, 1, T, S) or None for plain causal attention; start: cache write position (see
         KVCache.update). Returns logits (B, T, vocab), or with last only the last
         position's (B, 1, vocab): all a prompt's prefill needs, and with a large vocabulary
-        the head over every prompt position is a large share of it."""
+        the head over every prompt position is a large share of it. last may also be a
+        (B,) tensor: each row's own last position (right-padded prompts)."""
         rope = self.rope(positions)
         for block in self.blocks:
             x = block(x, rope, mask, start)
-        return self.lm_head(self.norm(x[:, -1:] if last else x))
+        if isinstance(last, torch.Tensor):
+            x = x[torch.arange(x.shape[0], device=x.device), last][:, None]
+        elif last:
+            x = x[:, -1:]
+        return self.lm_head(self.norm(x))
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype) -> None:
         c, device = self.config, self.embed.weight.device

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
+from seemore.prompt import CAPTION_PROMPT
 from seemore.serving.chat import APIError, ChatPrompt, parse_chat
 from seemore.serving.engine import Engine
 from seemore.serving.engine import Request as EngineRequest
@@ -67,6 +68,14 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
     def error(e: APIError) -> JSONResponse:
         headers = {"Retry-After": "1"} if e.status == 429 else None
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+    page = (Path(__file__).parent / "page.html").read_text().replace(
+        "__CAPTION_PROMPT__", json.dumps(CAPTION_PROMPT))
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        """The web page: pick or drop an image, ask, see the answer stream in."""
+        return page
 
     @app.get("/health")
     def health() -> dict:

@@ -19,6 +19,7 @@ import torch
 from seemore.data.images import load_image, load_image_tensor
 from seemore.errors import UserError
 from seemore.prompt import question_ids
+from seemore.tokenizer import Tokenizer
 
 
 class APIError(Exception):
@@ -116,6 +117,17 @@ def _content(message: dict, i: int, allow_dir: Path | None, max_bytes: int
     return " ".join(texts), image, name
 
 
+def conversation_ids(tokenizer: Tokenizer, n_visual: int, turns: list[tuple[str, str]]
+                     ) -> list[int]:
+    """The prompt of a conversation about one image: turns are (role, text), "user" or
+    "assistant", the last a user's; the model writes the next answer."""
+    ids = [tokenizer.bos_id] + [tokenizer.image_id] * n_visual
+    for role, text in turns:
+        ids += (question_ids(tokenizer, text) if role == "user"
+                else tokenizer.encode(text, what="answer") + [tokenizer.eos_id])
+    return ids
+
+
 def parse_chat(body: object, model, answers: bool, allow_dir: Path | None = None,
                max_image_bytes: int = 20 * 2**20) -> ChatPrompt:
     """The prompt of a chat-completions body for model. answers: whether it is a VLM that
@@ -168,10 +180,7 @@ def parse_chat(body: object, model, answers: bool, allow_dir: Path | None = None
                                     "image_url part", "messages")
             pixels = load_image_tensor(load_image(image, name),
                                        model.config.vision.image_size, model.resize)
-            ids = [tok.bos_id] + [tok.image_id] * model.config.n_visual_tokens
-            for role, text in turns:
-                ids += (question_ids(tok, text) if role == "user"
-                        else tok.encode(text, what="answer") + [tok.eos_id])
+            ids = conversation_ids(tok, model.config.n_visual_tokens, turns)
     except UserError as e:
         raise APIError(400, str(e), "messages") from None
     if len(ids) >= context:

@@ -88,24 +88,65 @@ class Engine:
         run.request.tokens.put(None)
         self.free.append(run.slot)
 
-    def _admit(self, request: Request) -> None:
-        """Prefill a new request in its slot and emit its first token."""
-        if request.cancelled or not request.ids:
-            if request.ids:
+    def _admit(self, requests: list[Request]) -> None:
+        """Prefill new requests in one batch (all with an image or all without), each in
+        its own slot, right-padded to the longest, and emit their first tokens."""
+        model, device = self.model, self.model.device
+        slots = [self.free.pop() for _ in requests]
+        try:
+            longest = max(len(r.ids) for r in requests)
+            ids = torch.full((len(requests), longest), model.tokenizer.pad_id, device=device)
+            for row, r in enumerate(requests):
+                ids[row, : len(r.ids)] = torch.tensor(r.ids, device=device)
+            images = (None if requests[0].image is None else
+                      torch.stack([r.image for r in requests]).to(device))
+            self._attach(slots)
+            x = model.embed(ids, images)
+            positions = torch.arange(longest, device=device).expand(len(requests), -1)
+            ends = torch.tensor([len(r.ids) - 1 for r in requests], device=device)
+            logits = model.decoder(x, positions, None, 0, last=ends)[:, -1]
+        except Exception:
+            self.free += slots
+            raise
+        for r, slot, row in zip(requests, slots, logits, strict=True):
+            generator = (torch.Generator(device=device).manual_seed(r.seed)
+                         if r.seed is not None else None)
+            self._emit(_Running(r, slot, len(r.ids), 0, generator=generator), row)
+
+    def _admit_all(self) -> None:
+        """Admit the waiting requests that free slots allow: those with an image in one
+        prefill, those without in another; a batch that fails is retried one by one, so
+        that only its bad requests fail."""
+        new: list[Request] = []
+        while len(new) < len(self.free):
+            try:
+                request = self.waiting.get(block=not (new or self.running))
+            except queue.Empty:
+                break
+            if self.closed:
+                return
+            if request.cancelled and request.ids:
                 request.reason = "cancelled"
                 request.tokens.put(None)
-            return
-        model, slot = self.model, self.free.pop()
-        ids = torch.tensor([request.ids], device=model.device)
-        images = None if request.image is None else request.image[None].to(model.device)
-        self._attach([slot])
-        x = model.embed(ids, images)
-        positions = torch.arange(ids.shape[1], device=model.device)[None]
-        logits = model.decoder(x, positions, None, 0, last=True)[:, -1]
-        generator = (torch.Generator(device=model.device).manual_seed(request.seed)
-                     if request.seed is not None else None)
-        run = _Running(request, slot, len(request.ids), 0, generator=generator)
-        self._emit(run, logits[0])
+            elif request.ids:
+                new.append(request)
+        for group in ([r for r in new if r.image is not None],
+                      [r for r in new if r.image is None]):
+            if not group:
+                continue
+            try:
+                self._admit(group)
+            except Exception as e:
+                if len(group) == 1:
+                    group[0].reason = f"error: {e}"
+                    group[0].tokens.put(None)
+                    continue
+                for request in group:
+                    try:
+                        self._admit([request])
+                    except Exception as e:  # one bad request must not stop the others
+                        request.reason = f"error: {e}"
+                        request.tokens.put(None)
 
     def _emit(self, run: _Running, logits: torch.Tensor) -> None:
         r = run.request
@@ -145,21 +186,8 @@ class Engine:
     @torch.inference_mode()
     def _loop(self) -> None:
         while not self.closed:
-            while self.free and (not self.waiting.empty() or not self.running):
-                try:
-                    request = self.waiting.get(timeout=None if not self.running else 0)
-                except queue.Empty:
-                    break
-                if self.closed:
-                    return
-                slot = self.free[-1] if self.free else None
-                try:
-                    self._admit(request)
-                except Exception as e:  # one bad request must not stop the others
-                    if slot is not None and slot not in self.free:
-                        self.free.append(slot)
-                    request.reason = f"error: {e}"
-                    request.tokens.put(None)
+            if self.free:
+                self._admit_all()
             if self.running:
                 runs = list(self.running)
                 try:
