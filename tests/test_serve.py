@@ -6,8 +6,12 @@ import base64
 import io
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -18,6 +22,7 @@ from seemore.objectives.load import load_folder
 from seemore.serving.app import Limits, create_app
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -161,11 +166,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_openai_client_talks_to_seemore_serve(run):
-    openai = pytest.importorskip("openai")
+@contextmanager
+def live_server(model):
+    """seemore's app on a free port of 127.0.0.1, in a thread; yields its /v1 URL."""
     import uvicorn
 
-    model = load_folder(run)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(model, "tiny", True), port=port,
                                            log_level="warning"))
@@ -174,7 +179,17 @@ def test_the_openai_client_talks_to_seemore_serve(run):
     try:
         while not server.started:
             time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_the_openai_client_talks_to_seemore_serve(run):
+    openai = pytest.importorskip("openai")
+    model = load_folder(run)
+    with live_server(model) as url:
+        client = openai.OpenAI(base_url=url, api_key="none")
         messages = [{"role": "user", "content": [
             {"type": "text", "text": "what color is the circle?"},
             {"type": "image_url", "image_url": {"url": data_url(scene())}}]}]
@@ -188,6 +203,46 @@ def test_the_openai_client_talks_to_seemore_serve(run):
         with pytest.raises(openai.BadRequestError, match="give one as an image_url"):
             client.chat.completions.create(model="tiny", messages=[
                 {"role": "user", "content": "what color is the circle?"}])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+def example(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_examples_run_as_written(run, tmp_path):
+    model = load_folder(run)
+    image = tmp_path / "scene.png"
+    scene().save(image)
+    out = example("image_captioning.py", str(run), str(image))
+    assert out.strip() == f"{image}: {model.caption(scene())}"
+    assert example("image_captioning.py", str(run)).count("truth: ") == 4
+    question = "what color is the circle?"
+    line = f"{question} -> {model.ask(scene(), question)}"
+    out = example("visual_question_answering.py", str(run), str(image), question)
+    assert out.strip() == line
+    assert "answers exactly right" in example("visual_question_answering.py", str(run))
+    with live_server(model) as url:
+        out = example("openai_client.py", str(image), question, "--base-url", url)
+    assert out.startswith(line + "\n")
+    assert "how many objects are there? -> " in out
+
+
+def test_seemore_chat_holds_a_conversation(run, tmp_path, monkeypatch, capsys):
+    model = load_folder(run)
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    scene(0).save(first)
+    scene(1).save(second)
+    lines = iter(["what color is the circle?", "how many objects are there?",
+                  f"/image {tmp_path / 'missing.png'}", f"/image {second}",
+                  "what color is the circle?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert main(["chat", str(run), str(first)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    answers = [line for line in out if line and not line.startswith(("ask about", "new image",
+                                                                      "error"))]
+    assert answers[0] == model.ask(scene(0), "what color is the circle?")
+    assert answers[-1] == model.ask(scene(1), "what color is the circle?")
+    assert any(line.startswith("error: ") and "missing.png" in line for line in out)

@@ -1,5 +1,5 @@
 """The `seemore` command: train, eval, caption, ask, draw, generate, probe, attend, data check,
-plot, import, export, merge-lora, serve.
+plot, import, export, merge-lora, serve, chat.
 
 Every error a user can cause is printed as one line, ``error: ...``, with exit code 2.
 """
@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run or model folder whose decoder has the Llama family's "
                                "shape (decoder.mlp=swiglu)")
     p.add_argument("out", help="a new or empty folder")
+
+    p = sub.add_parser("chat", help="a conversation about an image in the terminal")
+    p.set_defaults(func=cmd_chat)
+    p.add_argument("run", help="run or model folder")
+    p.add_argument("image", help="image file (/image PATH switches it)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    _add_sampling(p)
 
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server for a run "
                                      "(POST /v1/chat/completions), batching requests")
@@ -476,6 +483,13 @@ def cmd_plot(args) -> None:
     from seemore.plot import plot_run
 
     print(plot_run(args.run, args.out))
+
+
+def cmd_chat(args) -> None:
+    from seemore.serving.repl import chat
+
+    model = _load_vlm(args)
+    chat(model, args.image, max_new_tokens=args.max_new_tokens, **_sampling(args))
 
 
 def cmd_serve(args) -> None:
