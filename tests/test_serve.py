@@ -5,6 +5,7 @@ requests batched, and every bad request a 4xx with an error object, the server a
 import base64
 import io
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -246,3 +247,36 @@ def test_seemore_chat_holds_a_conversation(run, tmp_path, monkeypatch, capsys):
     assert answers[0] == model.ask(scene(0), "what color is the circle?")
     assert answers[-1] == model.ask(scene(1), "what color is the circle?")
     assert any(line.startswith("error: ") and "missing.png" in line for line in out)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no chromium (.ci/run installs Debian's)")
+    return path
+
+
+def test_the_web_page_streams_an_answer_in_a_real_browser(run, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model = load_folder(run)
+    image = tmp_path / "scene.png"
+    scene(2).resize((256, 256), Image.Resampling.NEAREST).save(image)
+    question = "what color is the circle?"
+    expected = model.ask(scene(2), question)
+    caption = model.caption(scene(2))
+    with live_server(model) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 760, "height": 640})
+        page.goto(url.removesuffix("/v1") + "/")
+        sync_api.expect(page.locator("#model")).to_have_text("tiny")
+        page.set_input_files("#file", str(image))
+        sync_api.expect(page.locator("#preview")).to_be_visible()
+        page.fill("#question", question)
+        page.click("#send")
+        sync_api.expect(page.locator("#answer")).to_have_text(expected, timeout=20_000)
+        page.click("#caption")
+        sync_api.expect(page.locator("#answer")).to_have_text(caption, timeout=20_000)
+        page.fill("#question", "   ")
+        page.click("#send")
+        sync_api.expect(page.locator("#error")).to_contain_text("user message with text")
+        browser.close()
