@@ -216,3 +216,33 @@ def test_unified_model_learns_to_draw_and_reloads(vq_run, tmp_path, capsys, toke
     assert Image.open(out).width > 3 * 32  # a grid of three, enlarged, with the prompt
     assert main(["draw", str(tmp_path), PROMPT, "-o", str(tmp_path / "x.jpg")]) == 2
     assert "give a .png path" in capsys.readouterr().err
+
+
+def test_the_server_draws_through_the_images_api(drawer):
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from seemore.serving.app import create_app
+
+    with TestClient(create_app(drawer, "drawer", True)) as client:
+        def post(**body):
+            return client.post("/v1/images/generations", json={"prompt": PROMPT, **body})
+
+        reply = post(n=2, seed=3, size="32x32")
+        assert reply.status_code == 200, reply.text
+        images = [Image.open(io.BytesIO(base64.b64decode(d["b64_json"])))
+                  for d in reply.json()["data"]]
+        assert [im.size for im in images] == [(32, 32)] * 2
+        assert post(n=2, seed=3).json() == reply.json()  # a seed repeats the drawings
+        for body, words in ((dict(n=9), "n must be"), (dict(size="512x512"), "size must be"),
+                            (dict(prompt=""), "prompt must be"),
+                            (dict(response_format="url"), "b64_json")):
+            response = post(**body)
+            assert response.status_code == 400 and words in response.json()["error"]["message"]
+        # chat still works beside it: the drawing ran in the engine's own thread
+        chat = client.post("/v1/chat/completions", json={"messages": [
+            {"role": "user", "content": "a large red circle"}]})
+        assert chat.status_code == 400 and "image_url" in chat.json()["error"]["message"]

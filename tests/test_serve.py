@@ -147,6 +147,13 @@ BAD = {
 }
 
 
+def test_a_model_that_does_not_draw_says_so(served):
+    _, client, _ = served
+    response = client.post("/v1/images/generations", json={"prompt": "a red circle"})
+    assert response.status_code == 400
+    assert "does not draw" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("case", BAD)
 def test_bad_requests_are_4xx_with_an_error_object(served, case):
     _, client, _ = served

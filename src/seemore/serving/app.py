@@ -7,6 +7,8 @@ per request.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import logging
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
+from seemore.errors import UserError
 from seemore.prompt import CAPTION_PROMPT
 from seemore.serving.chat import APIError, ChatPrompt, parse_chat
 from seemore.serving.engine import Engine
@@ -87,7 +90,7 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
                                             "owned_by": "seemore"}]}
 
-    async def read(http: Request) -> ChatPrompt:
+    async def read_json(http: Request) -> dict:
         body = await http.body()
         if len(body) > limits.max_body_bytes:
             raise APIError(413, f"the request is over the server's limit of "
@@ -96,7 +99,13 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"the request body is not JSON ({e})") from None
-        if isinstance(data, dict) and data.get("model") not in (None, name):
+        if not isinstance(data, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        return data
+
+    async def read(http: Request) -> ChatPrompt:
+        data = await read_json(http)
+        if data.get("model") not in (None, name):
             raise APIError(404, f"the model {data['model']!r} does not exist; this server "
                                 f"has {name!r}", "model", "not_found_error")
         return await asyncio.to_thread(parse_chat, data, model, answers, allow_dir,
@@ -210,4 +219,44 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
                              "finish_reason": finish(stopped)}],
                 "usage": usage}
 
+    @app.post("/v1/images/generations")
+    async def images(http: Request):
+        try:
+            body = await read_json(http)
+            if body.get("model") not in (None, name):
+                raise APIError(404, f"the model {body['model']!r} does not exist; this "
+                                    f"server has {name!r}", "model", "not_found_error")
+            if getattr(model, "vq", None) is None:
+                raise APIError(400, "this model does not draw (train one with --recipe "
+                                    "unified)", "model")
+            prompt, n = body.get("prompt"), body.get("n", 1)
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise APIError(400, "prompt must be a non-empty string", "prompt")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
+                raise APIError(400, f"n must be an integer from 1 to 8, got {n!r}", "n")
+            side = model.config.vision.image_size
+            if body.get("size") not in (None, f"{side}x{side}"):
+                raise APIError(400, f"size must be {side}x{side}, the model's", "size")
+            if body.get("response_format", "b64_json") != "b64_json":
+                raise APIError(400, "response_format must be b64_json (nothing is stored "
+                                    "to link to)", "response_format")
+            seed = body.get("seed")
+            drawn = await asyncio.wrap_future(engine.call(
+                lambda: model.draw(prompt, n=n, seed=seed if isinstance(seed, int) else None)))
+        except APIError as e:
+            log.info("images %d %s", e.status, e.message)
+            return error(e)
+        except UserError as e:
+            log.info("images 400 %s", e)
+            return error(APIError(400, str(e), "prompt"))
+        log.info("images 200 %d drawn", len(drawn))
+        return {"created": int(time.time()), "data": [{"b64_json": png_base64(im)}
+                                                      for im in drawn]}
+
     return app
+
+
+def png_base64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

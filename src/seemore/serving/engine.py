@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -58,6 +59,7 @@ class Engine:
         self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len, c.dim // c.n_heads,
                                  dtype, model.device) for _ in decoder.blocks]
         self.waiting: queue.Queue[Request] = queue.Queue()
+        self.calls: queue.Queue = queue.Queue()
         self.free = list(range(max_batch))
         self.running: list[_Running] = []
         self.steps = 0  # batched decode steps run (for tests and logs)
@@ -66,11 +68,21 @@ class Engine:
         self.thread.start()
 
     def submit(self, request: Request) -> Request:
+        if not request.ids:
+            raise ValueError("the prompt is empty")
         if len(request.ids) >= self.max_len:
             raise ValueError(f"the prompt is {len(request.ids)} tokens; the cache holds "
                              f"{self.max_len}")
         self.waiting.put(request)
         return request
+
+    def call(self, fn) -> Future:
+        """Run fn() in the engine's thread between two decode steps (it may use the model
+        as it likes: drawing sets up caches of its own); returns its Future."""
+        future: Future = Future()
+        self.calls.put((fn, future))
+        self.waiting.put(Request([]))  # wakes an idle loop
+        return future
 
     def close(self) -> None:
         self.closed = True
@@ -125,10 +137,12 @@ class Engine:
                 break
             if self.closed:
                 return
-            if request.cancelled and request.ids:
+            if not request.ids:  # a wake-up: a call() waits, or close()
+                break
+            if request.cancelled:
                 request.reason = "cancelled"
                 request.tokens.put(None)
-            elif request.ids:
+            else:
                 new.append(request)
         for group in ([r for r in new if r.image is not None],
                       [r for r in new if r.image is None]):
@@ -186,6 +200,13 @@ class Engine:
     @torch.inference_mode()
     def _loop(self) -> None:
         while not self.closed:
+            while not self.calls.empty():
+                fn, future = self.calls.get()
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except Exception as e:
+                        future.set_exception(e)
             if self.free:
                 self._admit_all()
             if self.running:
