@@ -246,3 +246,18 @@ def test_the_server_draws_through_the_images_api(drawer):
         chat = client.post("/v1/chat/completions", json={"messages": [
             {"role": "user", "content": "a large red circle"}]})
         assert chat.status_code == 400 and "image_url" in chat.json()["error"]["message"]
+
+
+def test_the_web_page_draws_for_a_model_that_draws(drawer):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_serve import chromium, live_server
+
+    with live_server(drawer) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url.removesuffix("/v1") + "/")
+        sync_api.expect(page.locator("#drawing")).to_be_visible()
+        page.fill("#prompt", PROMPT)
+        page.click("#drawbutton")
+        sync_api.expect(page.locator("#drawings img")).to_have_count(4, timeout=30_000)
+        browser.close()

@@ -147,6 +147,32 @@ BAD = {
 }
 
 
+def test_local_files_only_under_the_allowed_folder_and_a_timeout(run, tmp_path):
+    model = load_folder(run)
+    (tmp_path / "allowed").mkdir()
+    inside, outside = tmp_path / "allowed" / "scene.png", tmp_path / "scene.png"
+    scene().save(inside)
+    scene().save(outside)
+
+    def with_path(path):
+        return {"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what color is the circle?"},
+            {"type": "image_url", "image_url": {"url": str(path)}}]}]}
+
+    app = create_app(model, "tiny", True, allow_dir=(tmp_path / "allowed").resolve())
+    with fastapi_testclient.TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json=with_path(inside))
+        assert reply.json()["choices"][0]["message"]["content"] == model.ask(
+            scene(), "what color is the circle?")
+        assert client.post("/v1/chat/completions", json=with_path(outside)).status_code == 403
+        escape = tmp_path / "allowed" / ".." / "scene.png"
+        assert client.post("/v1/chat/completions", json=with_path(escape)).status_code == 403
+    app = create_app(model, "tiny", True, Limits(timeout_s=1e-6))
+    with fastapi_testclient.TestClient(app) as client:
+        response = client.post("/v1/chat/completions", json=ask("describe the image.", scene()))
+        assert response.status_code == 408 and "limit" in response.json()["error"]["message"]
+
+
 def test_a_model_that_does_not_draw_says_so(served):
     _, client, _ = served
     response = client.post("/v1/images/generations", json={"prompt": "a red circle"})
@@ -276,6 +302,7 @@ def test_the_web_page_streams_an_answer_in_a_real_browser(run, tmp_path):
         page = browser.new_page(viewport={"width": 760, "height": 640})
         page.goto(url.removesuffix("/v1") + "/")
         sync_api.expect(page.locator("#model")).to_have_text("tiny")
+        sync_api.expect(page.locator("#drawing")).to_be_hidden()  # this model does not draw
         page.set_input_files("#file", str(image))
         sync_api.expect(page.locator("#preview")).to_be_visible()
         page.fill("#question", question)

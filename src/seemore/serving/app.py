@@ -67,6 +67,7 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
     app.state.engine = engine
     pending = 0  # requests admitted and not yet finished
     tokenizer = model.tokenizer
+    draws = getattr(model, "vq", None) is not None
 
     def error(e: APIError) -> JSONResponse:
         headers = {"Retry-After": "1"} if e.status == 429 else None
@@ -88,7 +89,7 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
     @app.get("/v1/models")
     def models() -> dict:
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0,
-                                            "owned_by": "seemore"}]}
+                                            "owned_by": "seemore", "draws": draws}]}
 
     async def read_json(http: Request) -> dict:
         body = await http.body()
@@ -226,7 +227,7 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
             if body.get("model") not in (None, name):
                 raise APIError(404, f"the model {body['model']!r} does not exist; this "
                                     f"server has {name!r}", "model", "not_found_error")
-            if getattr(model, "vq", None) is None:
+            if not draws:
                 raise APIError(400, "this model does not draw (train one with --recipe "
                                     "unified)", "model")
             prompt, n = body.get("prompt"), body.get("n", 1)
