@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -216,6 +220,14 @@ def test_unified_model_learns_to_draw_and_reloads(vq_run, tmp_path, capsys, toke
     assert Image.open(out).width > 3 * 32  # a grid of three, enlarged, with the prompt
     assert main(["draw", str(tmp_path), PROMPT, "-o", str(tmp_path / "x.jpg")]) == 2
     assert "give a .png path" in capsys.readouterr().err
+    # examples/text_to_image.py as written, on this run
+    example = Path(__file__).parents[1] / "examples" / "text_to_image.py"
+    done = subprocess.run([sys.executable, str(example), "--run", str(tmp_path), "--out",
+                           str(tmp_path / "drawings.png")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "describes its first drawing as" in done.stdout
+    assert Image.open(tmp_path / "drawings.png").width > 4 * 32
 
 
 def test_the_server_draws_through_the_images_api(drawer):
