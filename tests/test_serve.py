@@ -173,6 +173,23 @@ def test_local_files_only_under_the_allowed_folder_and_a_timeout(run, tmp_path):
         assert response.status_code == 408 and "limit" in response.json()["error"]["message"]
 
 
+def test_a_full_queue_is_429_with_retry_after(run):
+    model = load_folder(run)
+    app = create_app(model, "tiny", True, Limits(max_queue=1, timeout_s=3))
+    app.state.engine.submit = lambda request: request  # held: never decoded, times out
+    with fastapi_testclient.TestClient(app) as client:
+        held = threading.Thread(target=client.post, args=("/v1/chat/completions",),
+                                kwargs={"json": ask("describe the image.", scene())})
+        held.start()
+        while client.get("/health").json()["pending"] < 1:
+            time.sleep(0.01)
+        response = client.post("/v1/chat/completions", json=ask("hi", scene()))
+        assert response.status_code == 429 and response.headers["retry-after"] == "1"
+        assert response.json()["error"]["type"] == "rate_limit_error"
+        held.join()
+        assert client.get("/health").json()["pending"] == 0
+
+
 def test_a_model_that_does_not_draw_says_so(served):
     _, client, _ = served
     response = client.post("/v1/images/generations", json={"prompt": "a red circle"})
