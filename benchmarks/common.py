@@ -84,16 +84,20 @@ def random_batch(model, batch: int, text_len: int, device: torch.device = CPU):
 def train_step(model, precision: str, compile: bool = False,
                device: torch.device = CPU):
     """A function running one optimizer step (forward, backward, clipping, AdamW) of model
-    on a batch, under the precision the training loop would use on device."""
-    from seemore.train.loop import attention_context, autocast_context, make_optimizer
+    on a batch, under the precision and with the allocator settings the training loop
+    would use on device."""
+    from seemore.train.allocator import keep_freed_memory
+    from seemore.train.loop import autocast_context, make_optimizer
+
+    keep_freed_memory()
 
     optimizer = make_optimizer(model, model.run)
     autocast = autocast_context(precision, device)
     forward = torch.compile(model) if compile else model
 
     def step(ids, images, labels):
-        with autocast, attention_context(precision, device):
-            _, loss = forward(ids, images, labels)
+        with autocast:
+            _, loss = forward(ids, images, labels, sees=True, draws=False)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
 from seemore.data.collate import collate
-from seemore.layers.attention import Attention
+from seemore.layers.attention import Attention, matmul_attention, uses_matmuls
 from seemore.layers.block import Block
 from seemore.layers.rope import RotaryEmbedding, apply_rope
 from seemore.models.decoder import Decoder
@@ -78,20 +79,55 @@ def test_grouped_query_attention_equals_full_attention_with_shared_kv_heads():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_one_query_per_head_as_two_matmuls_equals_sdpa(dtype):
-    """The bf16 decode step's own path (Attention.single_query) gives what
-    scaled_dot_product_attention gives, with grouped-query heads and a padding mask."""
+@pytest.mark.parametrize("queries,causal,masked", [(1, False, True), (7, True, False),
+                                                   (7, False, True), (20, True, False)])
+def test_attention_as_two_matmuls_equals_sdpa(dtype, queries, causal, masked):
+    """The CPU half-precision path (attention.matmul_attention: decode steps, and training
+    sequences up to MATMUL_KEYS) gives what scaled_dot_product_attention gives in fp32,
+    with grouped-query heads, causal or with a padding mask."""
     torch.manual_seed(0)
-    attention = Attention(dim=48, n_heads=6, n_kv_heads=2, causal=True)
-    q = torch.randn(3, 6, 1, 8, dtype=dtype)
+    q = torch.randn(3, 6, queries, 8, dtype=dtype)
     k, v = torch.randn(3, 2, 20, 8, dtype=dtype), torch.randn(3, 2, 20, 8, dtype=dtype)
-    mask = torch.rand(3, 1, 1, 20) > 0.3
-    mask[..., 0] = True
+    mask = None
+    if masked:
+        mask = torch.rand(3, 1, queries, 20) > 0.3
+        mask[..., 0] = True
     expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                              attn_mask=mask, enable_gqa=True)
+                                              attn_mask=mask, is_causal=causal,
+                                              enable_gqa=True)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
-    torch.testing.assert_close(attention.single_query(q, k, v, mask).float(), expected,
+    torch.testing.assert_close(matmul_attention(q, k, v, mask, causal).float(), expected,
                                atol=tolerance, rtol=tolerance)
+
+
+def test_attention_as_two_matmuls_trains_in_fp32():
+    """With gradients flowing, the matmul path computes in fp32 from bf16 inputs, as the
+    math path of scaled_dot_product_attention does: the same output up to its last
+    rounding to bf16, and the same gradients to within bf16's rounding."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 4, 30, 16, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    with sdpa_kernel(SDPBackend.MATH):
+        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    ours = matmul_attention(q, k, v, None, True)
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+    grad = torch.randn_like(ours)
+    expected_grads = torch.autograd.grad(expected, (q, k, v), grad)
+    ours_grads = torch.autograd.grad(ours, (q, k, v), grad)
+    for ours_grad, theirs in zip(ours_grads, expected_grads, strict=True):
+        torch.testing.assert_close(ours_grad, theirs, atol=1e-2, rtol=1e-2)
+
+
+def test_bf16_attention_on_cpu_takes_the_matmul_path_where_it_is_faster():
+    def q_k(batch, queries, keys, dtype=torch.bfloat16):
+        return torch.zeros(batch, 4, queries, 8, dtype=dtype), torch.zeros(batch, 4, keys, 8)
+
+    assert uses_matmuls(*q_k(16, 34, 34))  # a training sequence
+    assert uses_matmuls(*q_k(16, 1, 1000))  # a batched decode step
+    assert not uses_matmuls(*q_k(1, 1, 100))  # one row's decode step: SDPA is faster
+    assert not uses_matmuls(*q_k(16, 400, 400))  # long: the flash kernel is faster
+    assert not uses_matmuls(*q_k(16, 34, 34, torch.float32))
 
 
 def test_rope_rotates_each_pair_by_position_times_its_frequency():

@@ -60,29 +60,62 @@ class Attention(nn.Module):
             k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
         if n_queries is not None:
             q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
-        # a single new query may see every cached key, so it needs no causal mask
-        if T == 1 and B > 1 and q.device.type == "cpu" and q.dtype != torch.float32:
-            y = self.single_query(q, k, v, mask)
+        causal = self.causal and mask is None and T > 1
+        if uses_matmuls(q, k):
+            y = matmul_attention(q, k, v, mask, causal)
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=self.causal and mask is None and T > 1,
+                q, k, v, attn_mask=mask, is_causal=causal,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, nh, T, hd)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hd)
         return self.proj(y)
 
-    def single_query(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     mask: torch.Tensor | None) -> torch.Tensor:
-        """Attention of one query per head (a batched decode step) as two matmuls, the
-        softmax in fp32. On CPU in bf16, scaled_dot_product_attention is several times
-        slower for this shape once the batch grows (batch 16, 128-256 keys: 400-900 us
-        against 140-200; a third of a SmolLM2-135M decode step), while at batch 1 and in
-        fp32 it is the faster, so only that case comes here. q (B, nh, 1, hd), k and v
-        (B, nkv, S, hd), mask broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd)."""
-        B, nh, _, hd = q.shape
-        nkv = k.shape[1]
-        q = q.view(B, nkv, nh // nkv, hd) * hd**-0.5  # the query heads sharing a key head
-        scores = q @ k.transpose(-1, -2)  # (B, nkv, nh/nkv, S)
+
+MATMUL_KEYS = 176  # the longest key sequence for which the matmul path is the faster
+
+
+def uses_matmuls(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether attention of q (B, nh, T, hd) over k (B, nkv, S, hd) takes the matmul path:
+    on CPU in half precision, up to MATMUL_KEYS keys, and for a single query per row at
+    batch > 1 (a batched decode step) at any length. There scaled_dot_product_attention is
+    the slower: its math path also guards every row against being fully masked, its flash
+    kernel is built for long sequences and blocks of queries (measured on 2 cores, bf16:
+    README, "Where the time goes"). Elsewhere (fp32, GPUs, one query at batch 1, long
+    sequences) it is the faster or the same."""
+    B, _, T, _ = q.shape
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return False
+    return B > 1 if T == 1 else k.shape[2] <= MATMUL_KEYS
+
+
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """Attention as two matmuls around a softmax (see uses_matmuls for when). q (B, nh,
+    T, hd), k and v (B, nkv, S, hd), mask broadcastable to (B, nh, T, S), True where a
+    query may look; causal: query i sees keys 0..i, as scaled_dot_product_attention's
+    is_causal -> (B, nh, T, hd) in q's dtype.
+
+    While training (gradients flowing) it computes in fp32, as PyTorch's math path does:
+    with the matmuls and the softmax in bf16 the default preset trained 40% faster but
+    learned where objects are worse (README, "Where the time goes": in bf16 the gradient
+    of the scores is a small difference of rounded numbers). Decoding keeps the matmuls
+    in q's dtype, the softmax in fp32."""
+    dtype = q.dtype
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    with torch.autocast(q.device.type, enabled=False):
+        if training:
+            q, k, v = q.float(), k.float(), v.float()
+        B, nh, T, hd = q.shape
+        nkv, S = k.shape[1], k.shape[2]
+        # the query heads that share a key head, stacked: one matmul per key head
+        q = q.reshape(B, nkv, nh // nkv * T, hd) * hd**-0.5
+        scores = (q @ k.transpose(-1, -2)).view(B, nh, T, S)
+        if causal:
+            future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        return (scores.softmax(-1, dtype=torch.float32).to(v.dtype) @ v).view(B, nh, 1, hd)
+        weights = scores.softmax(-1, dtype=torch.float32).to(v.dtype)
+        y = weights.view(B, nkv, nh // nkv * T, S) @ v
+    return y.view(B, nh, T, hd).to(dtype)

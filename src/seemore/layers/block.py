@@ -26,7 +26,7 @@ class Block(nn.Module):
             self.mlp = make_mlp(mlp, dim, hidden, bias=bias == "all")
         else:
             self.mlp = MoE(dim, hidden, moe.num_experts, moe.top_k, moe.noise,
-                           moe.capacity_factor)
+                           moe.capacity_factor, act=mlp)
 
     def forward(self, x: torch.Tensor, rope=None, mask=None, start: int | torch.Tensor = 0,
                 n_queries: int | None = None) -> torch.Tensor:

@@ -74,12 +74,13 @@ class RouterStats:
 
 class MoE(nn.Module):
     def __init__(self, dim: int, hidden: int, num_experts: int, top_k: int, noise: bool,
-                 capacity_factor: float):
+                 capacity_factor: float, act: str = "gelu"):
+        """act: the experts' activation (layers/mlp.py ACTIVATIONS)."""
         super().__init__()
         self.num_experts, self.top_k, self.capacity_factor = num_experts, top_k, capacity_factor
         self.gate = nn.Linear(dim, num_experts, bias=False)
         self.noise = nn.Linear(dim, num_experts, bias=False) if noise else None
-        self.experts = nn.ModuleList(MLP(dim, hidden) for _ in range(num_experts))
+        self.experts = nn.ModuleList(MLP(dim, hidden, act=act) for _ in range(num_experts))
         self.aux: dict[str, torch.Tensor] = {}  # the last forward's auxiliary losses
         self.stats: RouterStats | None = None
 

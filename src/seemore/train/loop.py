@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -35,6 +34,7 @@ from seemore.layers.moe import router_report
 from seemore.objectives import build_model, objective_of, training_data
 from seemore.objectives.load import load_components, load_folder
 from seemore.tracking import MLflowRun
+from seemore.train.allocator import keep_freed_memory
 from seemore.train.checkpoint import (
     gather_rng_states,
     load_checkpoint,
@@ -70,16 +70,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def autocast_context(precision: str, device: torch.device):
     dtype = autocast_dtype(precision, device)
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def attention_context(precision: str, device: torch.device, tokens: int = 0):
-    """Half precision on CPU uses the math attention path up to 176 tokens: PyTorch's CPU
-    flash-attention kernel is slower than it in bf16 for short sequences (forward and
-    backward, measured on 2 cores: README, "Configuration and presets"), and faster past it,
-    where the drawings' sequences are."""
-    if device.type == "cpu" and autocast_dtype(precision, device) is not None and tokens <= 176:
-        return sdpa_kernel(SDPBackend.MATH)
-    return nullcontext()
 
 
 def learning_rate(step: int, config: Config) -> float:
@@ -175,6 +165,24 @@ def place(t: TrainConfig) -> tuple[torch.device, World]:
     return device, world
 
 
+class Waited:
+    """An iterator over batches that adds up how long its next() took: the time training
+    waited for data (with data.num_workers=0, all of the time spent making it)."""
+
+    def __init__(self, batches):
+        self.batches, self.seconds = batches, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def optimizer_step(batches, replica, loss_of, optimizer, scaler, config: Config,
                    device: torch.device, world: World) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over train.grad_accum micro-batches; (loss, gradient norm)."""
@@ -184,10 +192,8 @@ def optimizer_step(batches, replica, loss_of, optimizer, scaler, config: Config,
         b = next(batches).to(device)
         # gradients are averaged across processes once, at the last micro-step
         syncs = world.size == 1 or micro == t.grad_accum - 1
-        tokens = b.ids.shape[1] if hasattr(b, "ids") else 0
         with (nullcontext() if syncs else replica.no_sync()), \
-                autocast_context(t.precision, device), \
-                attention_context(t.precision, device, tokens):
+                autocast_context(t.precision, device):
             micro_loss = loss_of(b) / t.grad_accum
             scaler.scale(micro_loss).backward()
         loss += micro_loss.detach()
@@ -236,6 +242,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     each batch (train/distributed.py) and the first one writes everything."""
     t, objective, out_dir = config.train, objective_of(config), Path(out_dir)
     device, world = place(t)
+    keep_freed_memory()  # the steps reuse their buffers instead of faulting in fresh pages
     if world.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
@@ -262,7 +269,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     loader = DataLoader(dataset, batch_sampler=micro_batches(
         start, t.steps, t.batch_size, world, t.grad_accum),
         num_workers=config.data.num_workers, collate_fn=collate_fn)
-    batches = iter(loader)  # before the generators are restored: making it draws from them
+    batches = Waited(iter(loader))  # before the generators are restored: it draws from them
     if rngs is not None:  # this process's generators (the first's, if there were fewer)
         set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
 
@@ -302,18 +309,20 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
             if step % t.log_every == 0 or last:
                 record = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
                           "samples_per_s": seen / (time.perf_counter() - tick),
+                          "data_wait": batches.seconds / (time.perf_counter() - tick),
                           **({"moe": routers} if (routers := router_report(model)) else {}),
                           **objective.record(model)}
                 write(metrics, tracker, step, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.1e}",
-                                samples_s=f"{record['samples_per_s']:.0f}")
-                tick, seen = time.perf_counter(), 0
+                                samples_s=f"{record['samples_per_s']:.0f}",
+                                data=f"{record['data_wait']:.0%}")
+                tick, seen, batches.seconds = time.perf_counter(), 0, 0.0
             evaluates = t.eval_every and step > 0 and (step % t.eval_every == 0 or last)
             if evaluates and (validation := objective.validate(model, config)):
                 write(metrics, tracker, step, {"val": validation[0]})
                 bar.write(f"step {step}: {validation[1]}")
                 model.train()
-                tick = time.perf_counter()
+                tick, batches.seconds = time.perf_counter(), 0.0
             if checkpoints_now:
                 save_checkpoint(out_dir, step, model, optimizer, scaler, rngs,
                                 t.keep_checkpoints)
