@@ -56,6 +56,15 @@ def test_bpe_round_trips_any_text_and_never_writes_a_special():
     assert tok.decode([tok.bos_id, *tok.encode("red"), tok.unk_id, tok.eos_id]) == "red<unk>"
 
 
+def test_bpe_remembers_texts_but_hands_out_fresh_lists():
+    tok = BPETokenizer.from_text(WORLD)
+    first = tok.encode("what color is the circle?")
+    first.append(0)  # a caller building a sequence on it must not change the next answer
+    assert tok.encode("what color is the circle?") == first[:-1]
+    assert tok.encode("what color is the circle?") == [
+        len(SPECIALS) + i for i in tok.model.encode("what color is the circle?").ids]
+
+
 def test_bpe_makes_the_words_of_its_text_single_tokens():
     tok = BPETokenizer.from_text(WORLD)
     assert len(tok.encode("a large red circle at the top")) == 7

@@ -143,6 +143,9 @@ class CharTokenizer(TrainedTokenizer):
         return {"chars": self.chars}
 
 
+KNOWN_TEXTS = 100_000  # BPETokenizer's memory of encoded texts (a few MB at most)
+
+
 class BPETokenizer(TrainedTokenizer):
     """Byte-level BPE: text is UTF-8 bytes, each shown as a printable character, and the
     most frequent pairs of neighbours within a word are merged into one token, up to
@@ -157,6 +160,9 @@ class BPETokenizer(TrainedTokenizer):
 
     def __init__(self, model: HFTokenizer, codes: int = 0):
         self.model = model
+        # the ids of texts met before: training data repeats its questions, answers and
+        # separators, and a call into the library cost a tenth of a shapes-world example
+        self.known: dict[str, tuple[int, ...]] = {}
         vocab = sorted(model.get_vocab().items(), key=lambda item: item[1])
         super().__init__([token for token, _ in vocab], codes)
 
@@ -173,7 +179,13 @@ class BPETokenizer(TrainedTokenizer):
         return cls(model, codes)
 
     def encode(self, text: str, strict: bool = True, what: str = "text") -> list[int]:
-        return [len(SPECIALS) + i for i in self.model.encode(text).ids]
+        ids = self.known.get(text)
+        if ids is None:
+            if len(self.known) >= KNOWN_TEXTS:
+                self.known.clear()
+            ids = self.known[text] = tuple(len(SPECIALS) + i
+                                           for i in self.model.encode(text).ids)
+        return list(ids)
 
     def decode_text(self, ids: list[int]) -> str:
         return self.model.decode([i - len(SPECIALS) for i in ids]) if ids else ""
