@@ -100,3 +100,21 @@ def test_bench_serve():
     assert [level["errors"] for level in figures["levels"]] == [0, 0]
     fault = figures["fault_run"]
     assert fault["status_5xx"] == 0 and fault["bad_all_4xx"] and fault["good_all_correct"]
+
+
+def test_bench_scaling(tmp_path):
+    png = tmp_path / "scaling.png"
+    figures = run_benchmark("bench_scaling.py", "--batch-sizes", "2", "--widths", "64",
+                            "--text-len", "4", "--decode-batches", "1", "--contexts", "8",
+                            "--decode-context", "8", "--new-tokens", "3", "--steps", "1",
+                            "--repeats", "1", "--png", str(png))
+    assert figures["train_batch2_samples_per_s"] > 0
+    assert figures["decode_batch1_context8_tokens_per_s"] > 0
+    assert png.stat().st_size > 0
+
+
+def test_profile_step():
+    figures = run_benchmark("profile_step.py", "--preset", "tiny", "--batch-size", "2",
+                            "--text-len", "4", "--context", "8", "--steps", "1")
+    for step in ("train", "decode"):
+        assert 0.99 < sum(v for k, v in figures[step].items() if k != "wall_ms") < 1.01
