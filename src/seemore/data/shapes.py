@@ -35,7 +35,7 @@ HELD_OUT = frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "squar
 QUESTION_TYPES = ("color", "shape", "size", "position", "count", "exist")
 NUMBERS = ("0", "1", "2", "3")
 SPLITS = {"train": 0, "val": 1, "test": 2, "compositional": 3}
-SUPERSAMPLE = 4  # render at 4x and downsample, for anti-aliased edges
+SUPERSAMPLE = 4  # sample points per pixel side, for anti-aliased edges (ShapesWorld.render)
 
 
 @dataclass(frozen=True)
