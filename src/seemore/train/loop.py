@@ -307,9 +307,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
             if not world.main:
                 continue
             if step % t.log_every == 0 or last:
+                elapsed = time.perf_counter() - tick
                 record = {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
-                          "samples_per_s": seen / (time.perf_counter() - tick),
-                          "data_wait": batches.seconds / (time.perf_counter() - tick),
+                          "samples_per_s": seen / elapsed, "data_wait": batches.seconds / elapsed,
                           **({"moe": routers} if (routers := router_report(model)) else {}),
                           **objective.record(model)}
                 write(metrics, tracker, step, record)
