@@ -3,7 +3,7 @@ import torch
 
 from seemore.config import apply_overrides, get_preset
 from seemore.errors import UserError
-from seemore.generation import generate, sample
+from seemore.generation import cache_window, generate, sample
 from seemore.objectives import build_model
 
 QUESTIONS = ["what color is the circle?", "how many objects are there?", "is there a red square?",
@@ -36,7 +36,14 @@ def test_each_row_of_a_batch_equals_the_prompt_generated_alone(tiny_model):
         assert torch.equal(batched[row, :n], alone)
 
 
+def test_a_decode_step_reads_the_cache_up_to_a_power_of_two():
+    assert [cache_window(n, 240) for n in (1, 64, 65, 128, 129, 240)] == [64, 64, 128, 128,
+                                                                          240, 240]
+    assert cache_window(10, 40) == 40
+
+
 def test_compiled_decode_step_gives_the_same_tokens(tiny_model):
+    """Across a change of cache window (prompts of about 50 tokens, 24 new ones)."""
     images = torch.randn(4, 3, 32, 32)
     eager = _greedy(tiny_model, QUESTIONS, images, use_cache=True)
     for _ in range(2):  # the second call reuses the compiled step

@@ -8,7 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
 from seemore.data.collate import collate
-from seemore.layers.attention import Attention, matmul_attention, uses_matmuls
+from seemore.layers.attention import (Attention, matmul_attention, single_query_attention,
+                                      uses_matmuls)
 from seemore.layers.block import Block
 from seemore.layers.rope import RotaryEmbedding, apply_rope
 from seemore.models.decoder import Decoder
@@ -98,6 +99,23 @@ def test_attention_as_two_matmuls_equals_sdpa(dtype, queries, causal, masked):
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(matmul_attention(q, k, v, mask, causal).float(), expected,
                                atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_single_query_attention_equals_sdpa(dtype):
+    """The compiled decode step's attention (products and sums) gives what
+    scaled_dot_product_attention gives, with grouped-query heads and a padding mask."""
+    torch.manual_seed(0)
+    q = torch.randn(3, 6, 1, 8, dtype=dtype)
+    k, v = torch.randn(3, 2, 20, 8, dtype=dtype), torch.randn(3, 2, 20, 8, dtype=dtype)
+    mask = torch.rand(3, 1, 1, 20) > 0.3
+    mask[..., 0] = True
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                              attn_mask=mask, enable_gqa=True)
+    ours = single_query_attention(q, k, v, mask)
+    assert ours.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(ours.float(), expected, atol=tolerance, rtol=tolerance)
 
 
 def test_attention_as_two_matmuls_trains_in_fp32():

@@ -3,9 +3,10 @@
 Prompts of different lengths are left-padded into one batch. Each row gets its own RoPE
 positions (counting from its first real token) and a boolean mask hides the padding, so a
 row of a batch decodes exactly as it would alone. With the KV cache (the default) the prompt
-is run once (prefill) and each step runs only the newest token, attending over the whole
-preallocated cache with a mask (so every step has the same shapes, which torch.compile
-needs); without it every step recomputes the whole sequence, slower, with the same tokens.
+is run once (prefill) and each step runs only the newest token, attending over the
+preallocated cache's first slots up to a power of two, with a mask (so that the steps have
+a few shapes, which torch.compile needs); without it every step recomputes the whole
+sequence, slower, with the same tokens.
 """
 
 from __future__ import annotations
@@ -49,11 +50,20 @@ def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
     return (causal & (valid[:, None, :] | (k_pos == q_pos))).unsqueeze(1)
 
 
+def cache_window(filled: int, length: int) -> int:
+    """How many of a cache's length slots a decode step reads when the first filled hold
+    keys: the next power of two, at least 64. A compiled step then has a few shapes per
+    call (3 for a 240-slot cache) and reads about two thirds of the slots a step over the
+    whole cache would."""
+    return min(length, max(64, 1 << (filled - 1).bit_length()))
+
+
 def _decode_step(decoder, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
                  pos: torch.Tensor) -> torch.Tensor:
     """One cached step: logits (B, vocab) of the newest tokens' embeddings x (B, 1, D),
     written into the cache at index pos (a 1-element tensor, so every step has the same
-    shapes and a compiled step is reused). mask (B, 1, 1, L) covers the whole cache."""
+    shapes and a compiled step is reused). mask (B, 1, 1, W): the first W cache slots,
+    the ones the step reads (see cache_window)."""
     return decoder(x, positions, mask, pos)[:, -1]
 
 
@@ -149,7 +159,8 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
             if use_cache:
                 keys[:, longest + i] = True
                 pos = torch.tensor([longest + i], device=device)
-                logits = step(decoder, x_new, position, keys[:, None, None, :], pos)
+                window = cache_window(longest + i + 1, length)
+                logits = step(decoder, x_new, position, keys[:, None, None, :window], pos)
             else:
                 valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], 1)
                 x = torch.cat([x, x_new], dim=1)

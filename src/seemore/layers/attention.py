@@ -58,10 +58,14 @@ class Attention(nn.Module):
         q, k, v = self.project(x, rope)  # (B, nh, T, hd), (B, nkv, T, hd), (B, nkv, T, hd)
         if self.cache is not None:
             k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
+            if mask is not None:  # a decode step's mask covers the cache slots it reads
+                k, v = k[:, :, : mask.shape[-1]], v[:, :, : mask.shape[-1]]
         if n_queries is not None:
             q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
         causal = self.causal and mask is None and T > 1
-        if uses_matmuls(q, k):
+        if T == 1 and torch.compiler.is_compiling():
+            y = single_query_attention(q, k, v, mask)
+        elif uses_matmuls(q, k):
             y = matmul_attention(q, k, v, mask, causal)
         else:
             y = F.scaled_dot_product_attention(
@@ -119,3 +123,22 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         weights = scores.softmax(-1, dtype=torch.float32).to(v.dtype)
         y = weights.view(B, nkv, nh // nkv * T, S) @ v
     return y.view(B, nh, T, hd).to(dtype)
+
+
+def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of one query per row, q (B, nh, 1, hd), over k and v (B, nkv, S, hd), mask
+    broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd), written as products and sums rather
+    than matmuls: for a compiled decode step, where inductor fuses it into one pass over
+    the cache's keys and one over its values (at batch 16 the step ran 1.25x faster than
+    with scaled_dot_product_attention's kernel; README, "Where the time goes"). Eager, the
+    products would be materialised, so there the other paths serve."""
+    B, nh, _, hd = q.shape
+    nkv = k.shape[1]
+    q = q.reshape(B, nkv, nh // nkv, 1, hd).float()  # the query heads sharing a key head
+    scores = (q * k[:, :, None].float()).sum(-1) * hd**-0.5  # (B, nkv, nh // nkv, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1)
+    y = (weights[..., None] * v[:, :, None].float()).sum(-2)  # (B, nkv, nh // nkv, hd)
+    return y.reshape(B, nh, 1, hd).to(v.dtype)
