@@ -8,8 +8,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
 from seemore.data.collate import collate
-from seemore.layers.attention import (Attention, matmul_attention, single_query_attention,
-                                      uses_matmuls)
+from seemore.layers.attention import (
+    Attention,
+    matmul_attention,
+    single_query_attention,
+    uses_matmuls,
+)
 from seemore.layers.block import Block
 from seemore.layers.rope import RotaryEmbedding, apply_rope
 from seemore.models.decoder import Decoder
