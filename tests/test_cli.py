@@ -31,6 +31,15 @@ def test_ask_and_caption(trained_run, image_file, capsys):
     assert capsys.readouterr().out.count(str(image_file)) == 2
 
 
+def test_compile_flag_decodes_the_same_answers(trained_run, image_file, capsys):
+    out, _ = trained_run
+    answers = []
+    for flags in ([], ["--compile"]):
+        assert main(["caption", str(out), str(image_file), *flags]) == 0
+        answers.append(capsys.readouterr().out)
+    assert answers[0] == answers[1]
+
+
 def test_eval_writes_the_documented_eval_json(trained_run, capsys):
     out, _ = trained_run
     assert main(["eval", str(out), "--scenes", "10"]) == 0

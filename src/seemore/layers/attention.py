@@ -57,9 +57,8 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self.project(x, rope)  # (B, nh, T, hd), (B, nkv, T, hd), (B, nkv, T, hd)
         if self.cache is not None:
-            k, v = self.cache.update(start, k, v)  # (B, nkv, start+T, hd)
-            if mask is not None:  # a decode step's mask covers the cache slots it reads
-                k, v = k[:, :, : mask.shape[-1]], v[:, :, : mask.shape[-1]]
+            # (B, nkv, S, hd): a decode step reads the S slots its mask covers
+            k, v = self.cache.update(start, k, v, None if mask is None else mask.shape[-1])
         if n_queries is not None:
             q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
         causal = self.causal and mask is None and T > 1

@@ -21,16 +21,16 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device),
                              persistent=False)
 
-    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, n_kv_heads, T, hd) at [start, start+T). An int start (prefill)
         returns the keys and values up to start+T; a tensor start (a decode step, see
-        generation.py) returns the whole cache, whose unwritten slots the caller masks, so
-        that every step has the same shapes."""
+        generation.py) returns the first length slots (default: all), whose unwritten
+        ones the caller masks, so that the steps have a few shapes whatever start is."""
         if isinstance(start, torch.Tensor):
             self.k.index_copy_(2, start, k)
             self.v.index_copy_(2, start, v)
-            return self.k, self.v
+            return self.k[:, :, :length], self.v[:, :, :length]
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v

@@ -13,22 +13,22 @@ class SlotCache(KVCache):
     prefill (int start 0) writes the rows' prompts, right-padded to one length (a row's
     padding is overwritten by its decode steps before any mask lets it be seen) and
     returns them as they are; a decode step (start: each row's
-    position, a (B,) tensor) writes one position per row and returns the rows' whole
-    caches, whose unwritten positions the caller masks."""
+    position, a (B,) tensor) writes one position per row and returns the rows' caches up to
+    a length, whose unwritten positions the caller masks."""
 
     def __init__(self, n_slots: int, n_kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device):
         super().__init__(n_slots, n_kv_heads, max_len, head_dim, dtype, device)
         self.rows = torch.zeros(1, dtype=torch.long, device=device)
 
-    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """k, v: (B, n_kv_heads, T, hd); T > 1 only for a prefill (int start), whose rows
-        start empty."""
+        start empty. A decode step returns the rows' first length slots (default: all)."""
         if isinstance(start, torch.Tensor):
             self.k[self.rows, :, start] = k[:, :, 0]
             self.v[self.rows, :, start] = v[:, :, 0]
-            return self.k[self.rows], self.v[self.rows]
+            return self.k[self.rows, :, :length], self.v[self.rows, :, :length]
         end = start + k.shape[2]
         self.k[self.rows, :, start:end] = k
         self.v[self.rows, :, start:end] = v

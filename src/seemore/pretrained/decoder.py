@@ -233,7 +233,7 @@ def is_hf_folder(folder: str | Path) -> bool:
 def complete(folder: str | Path, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
     """The prompt and its continuation by a Hugging Face decoder folder, read and written
     with the folder's own tokenizer.json; decoding stops at the checkpoint's eos token.
-    sampling: as seemore.generation.generate (temperature, top_k, top_p, seed)."""
+    sampling: as seemore.generation.generate (temperature, top_k, top_p, seed, compile)."""
     folder = Path(folder)
     tokenizer = pretrained_tokenizer(folder)
     decoder = load_decoder(folder).eval()

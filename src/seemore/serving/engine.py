@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seemore.generation import sample
+from seemore.generation import cache_window, sample
 from seemore.layers.slot_cache import SlotCache
 
 
@@ -184,7 +184,8 @@ class Engine:
         device = model.device
         last = torch.tensor([[run.last] for run in runs], device=device)  # (B, 1)
         position = torch.tensor([run.length for run in runs], device=device)  # (B,)
-        mask = torch.arange(self.max_len, device=device) <= position[:, None]  # (B, L)
+        window = cache_window(max(run.length for run in runs) + 1, self.max_len)
+        mask = torch.arange(window, device=device) <= position[:, None]  # (B, window)
         logits = model.decoder(model.decoder.embed(last), position[:, None],
                                mask[:, None, None, :], position)[:, -1]
         self.steps += 1
