@@ -1,4 +1,3 @@
-import math
 from collections import Counter
 
 import numpy as np
@@ -13,7 +12,6 @@ from seemore.data.shapes import (
     ShapesWorld,
     caption,
     parse_caption,
-    pixel_noise,
 )
 
 
@@ -62,18 +60,8 @@ def pillow_render(world: ShapesWorld, objects, rng) -> np.ndarray:
                           (cx - radius, cy + radius * 0.8)], fill=color)
     image = canvas.resize((world.image_size, world.image_size), Image.Resampling.BOX)
     pixels = np.asarray(image, dtype=np.int16) + rng.integers(-6, 7, size=(1, 1, 1))
-    return np.clip(pixels + pixel_noise(rng, pixels.shape), 0, 255).astype(np.uint8)
-
-
-def test_pixel_noise_is_a_rounded_normal_of_std_3():
-    """The lookup-table noise has the distribution of rng.normal(0, 3) rounded: each level's
-    frequency within 0.002 of the exact probability (1.2 million draws)."""
-    draws = pixel_noise(np.random.default_rng(0), (100, 64, 64, 3))
-    levels, counts = np.unique(draws, return_counts=True)
-    exact = [0.5 * (math.erf((k + 0.5) / (3 * math.sqrt(2)))
-                    - math.erf((k - 0.5) / (3 * math.sqrt(2)))) for k in levels]
-    np.testing.assert_allclose(counts / draws.size, exact, atol=2e-3)
-    assert abs(draws.std() - 3) < 0.02 and abs(draws.mean()) < 0.01
+    pixels = pixels + rng.normal(0, 3, size=pixels.shape).round().astype(np.int16)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
 def test_numpy_renderer_draws_the_pillow_renderers_images():
