@@ -53,8 +53,8 @@ def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
 def cache_window(filled: int, length: int) -> int:
     """How many of a cache's length slots a decode step reads when the first filled hold
     keys: the next power of two, at least 64. A compiled step then has a few shapes per
-    call (3 for a 240-slot cache) and reads about two thirds of the slots a step over the
-    whole cache would."""
+    call (3 for a 240-slot cache; over 200 new tokens after a 34-token prompt it reads 74%
+    of the slots a step over the whole cache would)."""
     return min(length, max(64, 1 << (filled - 1).bit_length()))
 
 

@@ -111,10 +111,7 @@ def collate(items: list[tuple[torch.Tensor, Sequence]], pad_id: int) -> Batch:
     width = max(len(seq.ids) for _, seq in items)
 
     def pad(rows: list[list[int]], value: int) -> torch.Tensor:
-        out = torch.full((len(rows), width), value, dtype=torch.long)
-        for r, row in enumerate(rows):
-            out[r, : len(row)] = torch.tensor(row)
-        return out
+        return torch.tensor([row + [value] * (width - len(row)) for row in rows])
 
     seqs = [seq for _, seq in items]
     return Batch(torch.stack([image for image, _ in items]), pad([s.ids for s in seqs], pad_id),
