@@ -125,9 +125,9 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     padded = not bool(valid.all())  # without padding, plain causal attention needs no mask
     mask = _attention_mask(valid, longest) if padded else None
     step, keys = _decode_step, valid  # with the cache: the step and its cache slots, below
+    # one cache length per model when compiling, so that the compiled step is reused
+    length = context if compile else longest + max_new_tokens
     if use_cache:
-        # one cache length per model when compiling, so that the compiled step is reused
-        length = context if compile else longest + max_new_tokens
         step = compiled_step(decoder) if compile else _decode_step
         decoder.setup_cache(B, length, x.dtype)
         keys = torch.zeros(B, length, dtype=torch.bool, device=device)  # cache slots to see
