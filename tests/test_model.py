@@ -122,6 +122,23 @@ def test_single_query_attention_equals_sdpa(dtype):
     torch.testing.assert_close(ours.float(), expected, atol=tolerance, rtol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_additive_mask_hides_what_a_boolean_one_hides(dtype):
+    """Decode steps pass their mask as 0 / -inf added to the scores (generation.py): every
+    attention path gives the same as with the boolean mask."""
+    torch.manual_seed(0)
+    q = torch.randn(3, 6, 1, 8, dtype=dtype)
+    k, v = torch.randn(3, 2, 20, 8, dtype=dtype), torch.randn(3, 2, 20, 8, dtype=dtype)
+    mask = torch.rand(3, 1, 1, 20) > 0.3
+    mask[..., 0] = True
+    additive = torch.zeros(3, 1, 1, 20, dtype=dtype).masked_fill(~mask, float("-inf"))
+    for attend in (lambda m: matmul_attention(q, k, v, m, False),
+                   lambda m: single_query_attention(q, k, v, m),
+                   lambda m: F.scaled_dot_product_attention(q, k, v, attn_mask=m,
+                                                            enable_gqa=True)):
+        torch.testing.assert_close(attend(additive), attend(mask), atol=0, rtol=0)
+
+
 def test_attention_as_two_matmuls_trains_in_fp32():
     """With gradients flowing, the matmul path computes in fp32 from bf16 inputs, as the
     math path of scaled_dot_product_attention does: the same output up to its last

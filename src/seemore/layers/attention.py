@@ -50,10 +50,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
                 n_queries: int | None = None) -> torch.Tensor:
-        """x: (B, T, dim). mask: boolean (B, 1, T, S), True where a query may attend; None
-        means full attention, or causal attention for a causal layer. start: where x begins
-        in the KV cache, when one is attached (see KVCache.update). n_queries: return only
-        the first n positions' outputs (all positions still serve as keys and values)."""
+        """x: (B, T, dim). mask: (B, 1, T, S), boolean (True where a query may attend) or
+        additive (0 there, -inf elsewhere, in x's dtype: what a decode step passes, see
+        generation.py); None means full attention, or causal attention for a causal layer.
+        start: where x begins in the KV cache, when one is attached (see KVCache.update).
+        n_queries: return only the first n positions' outputs (all positions still serve as
+        keys and values)."""
         B, T, _ = x.shape
         q, k, v = self.project(x, rope)  # (B, nh, T, hd), (B, nkv, T, hd), (B, nkv, T, hd)
         if self.cache is not None:
@@ -95,9 +97,9 @@ def uses_matmuls(q: torch.Tensor, k: torch.Tensor) -> bool:
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
     """Attention as two matmuls around a softmax (see uses_matmuls for when). q (B, nh,
-    T, hd), k and v (B, nkv, S, hd), mask broadcastable to (B, nh, T, S), True where a
-    query may look; causal: query i sees keys 0..i, as scaled_dot_product_attention's
-    is_causal -> (B, nh, T, hd) in q's dtype.
+    T, hd), k and v (B, nkv, S, hd), mask broadcastable to (B, nh, T, S), boolean (True
+    where a query may look) or additive; causal: query i sees keys 0..i, as
+    scaled_dot_product_attention's is_causal -> (B, nh, T, hd) in q's dtype.
 
     While training (gradients flowing) it computes in fp32, as PyTorch's math path does:
     with the matmuls and the softmax in bf16 the default preset trained 40% faster but
@@ -118,26 +120,35 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(1)
             scores = scores.masked_fill(future, float("-inf"))
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = hide(scores, mask)
         weights = scores.softmax(-1, dtype=torch.float32).to(v.dtype)
         y = weights.view(B, nkv, nh // nkv * T, S) @ v
     return y.view(B, nh, T, hd).to(dtype)
 
 
+def hide(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores with -inf where mask hides a key: mask boolean (False hides) or additive."""
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, float("-inf"))
+    return scores + mask
+
+
 def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            mask: torch.Tensor | None) -> torch.Tensor:
     """Attention of one query per row, q (B, nh, 1, hd), over k and v (B, nkv, S, hd), mask
-    broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd), written as products and sums rather
-    than matmuls: for a compiled decode step, where inductor fuses it into one pass over
-    the cache's keys and one over its values (at batch 16 the step ran 1.25x faster than
-    with scaled_dot_product_attention's kernel; README, "Where the time goes"). Eager, the
-    products would be materialised, so there the other paths serve."""
+    (boolean or additive) broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd), written as
+    products and sums rather than matmuls: for a compiled decode step, where inductor fuses
+    it into one pass over the cache's keys and one over its values (at batch 16 the step
+    ran 1.25x faster than with scaled_dot_product_attention's kernel; README, "Where the
+    time goes"). Eager, the products would be materialised, so there the other paths
+    serve. An additive mask is the faster there: a boolean one is converted in every
+    layer's kernel (1.4x the attention's time at 240 keys)."""
     B, nh, _, hd = q.shape
     nkv = k.shape[1]
     q = q.reshape(B, nkv, nh // nkv, 1, hd).float()  # the query heads sharing a key head
     scores = (q * k[:, :, None].float()).sum(-1) * hd**-0.5  # (B, nkv, nh // nkv, S)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = hide(scores, mask)
     weights = scores.softmax(-1)
     y = (weights[..., None] * v[:, :, None].float()).sum(-2)  # (B, nkv, nh // nkv, hd)
     return y.reshape(B, nh, 1, hd).to(v.dtype)

@@ -32,11 +32,12 @@ class Decoder(nn.Module):
                 mask: torch.Tensor | None = None, start: int | torch.Tensor = 0,
                 last: bool | torch.Tensor = False) -> torch.Tensor:
         """x: input embeddings (B, T, D); positions: (B, T) RoPE positions; mask: boolean
-        (B, 1, T, S) or None for plain causal attention; start: cache write position (see
-        KVCache.update). Returns logits (B, T, vocab), or with last only the last
-        position's (B, 1, vocab): all a prompt's prefill needs, and with a large vocabulary
-        the head over every prompt position is a large share of it. last may also be a
-        (B,) tensor: each row's own last position (right-padded prompts)."""
+        or additive (B, 1, T, S) (see Attention.forward), or None for plain causal
+        attention; start: cache write position (see KVCache.update). Returns logits (B, T,
+        vocab), or with last only the last position's (B, 1, vocab): all a prompt's prefill
+        needs, and with a large vocabulary the head over every prompt position is a large
+        share of it. last may also be a (B,) tensor: each row's own last position
+        (right-padded prompts)."""
         rope = self.rope(positions)
         for block in self.blocks:
             x = block(x, rope, mask, start)
