@@ -139,9 +139,9 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     (boolean or additive) broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd), written as
     products and sums rather than matmuls: for a compiled decode step, where inductor fuses
     it into one pass over the cache's keys and one over its values (at batch 16 the step
-    ran 1.25x faster than with scaled_dot_product_attention's kernel; README, "Where the
-    time goes"). Eager, the products would be materialised, so there the other paths
-    serve. An additive mask is the faster there: a boolean one is converted in every
+    ran 1.25x faster than with scaled_dot_product_attention's kernel; README,
+    "Where the time goes"). Eager, the products would be materialised, so there the other
+    paths serve. An additive mask is the faster there: a boolean one is converted in every
     layer's kernel (1.4x the attention's time at 240 keys)."""
     B, nh, _, hd = q.shape
     nkv = k.shape[1]
