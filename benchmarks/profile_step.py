@@ -114,7 +114,7 @@ def main() -> None:
     decoder.setup_cache(B, L, torch.float32)
     x = torch.randn(B, 1, decoder.config.dim)
     position = torch.full((B, 1), args.context)
-    keys = torch.ones(B, 1, 1, L, dtype=torch.bool)
+    keys = torch.zeros(B, 1, 1, L)  # every slot seen, added to the scores as generate does
     pos = torch.tensor([args.context])
     with torch.inference_mode():
         wall, shares = breakdown(lambda: step(decoder, x, position, keys, pos), args.steps * 20)

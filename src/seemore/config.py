@@ -303,7 +303,11 @@ class DataConfig:
     # how many of them each image carries, as one conversation about it (data/collate.py);
     # 0: all of them
     tasks_per_image: int = 1
-    num_workers: int = 0
+    # DataLoader worker processes that make the batches (and decode a user's images when
+    # a dataset is opened); -1: none when the model trains on the CPU, whose step uses
+    # every core (a worker process slowed the default run), up to 8 on a GPU, where the
+    # batches are made on otherwise idle cores (data/datasets.py, data_workers)
+    num_workers: int = -1
     # how an image that is not square becomes the model's square input: "squash" stretches
     # it, "letterbox" pads its short side (data/images.py)
     resize: str = "squash"
@@ -324,6 +328,8 @@ class DataConfig:
                f"data.resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
         _check(self.tasks_per_image >= 0, "data.tasks_per_image must be >= 1, or 0 for all "
                                           "of the run's tasks")
+        _check(self.num_workers >= -1, f"data.num_workers must be >= 0, or -1 for automatic, "
+                                       f"got {self.num_workers}")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from seemore.config import Config, TrainConfig
-from seemore.data.datasets import DATASETS, dataset_of, members
+from seemore.data.datasets import DATASETS, data_workers, dataset_of, members
 from seemore.data.user import UserDataset
 from seemore.errors import UserError
 from seemore.layers.lora import add_lora
@@ -268,7 +268,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     # examples are drawn by index, so the data position is the step
     loader = DataLoader(dataset, batch_sampler=micro_batches(
         start, t.steps, t.batch_size, world, t.grad_accum),
-        num_workers=config.data.num_workers, collate_fn=collate_fn)
+        num_workers=data_workers(config.data.num_workers, device.type), collate_fn=collate_fn)
     batches = Waited(iter(loader))  # before the generators are restored: it draws from them
     if rngs is not None:  # this process's generators (the first's, if there were fewer)
         set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
