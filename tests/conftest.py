@@ -11,6 +11,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+def lively(model):
+    """The model with its decoder's matrices drawn at std 0.5: an untrained model then
+    writes tokens that depend on what came before (at the small initial weights it repeats
+    one token in every row, which would hide a wrong cache or a wrong row). The embedding
+    keeps its scale: tied to the output head, a large one makes the model copy its input."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.decoder.named_parameters():
+            if p.dim() >= 2 and name != "embed.weight":
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+    return model
+
+
 @pytest.fixture
 def tiny_model():
     """An untrained tiny model (fp32, random weights)."""

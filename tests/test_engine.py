@@ -5,6 +5,7 @@ import threading
 
 import pytest
 import torch
+from conftest import lively
 
 from seemore.config import apply_overrides, get_preset
 from seemore.generation import generate
@@ -19,7 +20,7 @@ QUESTIONS = ["what color is the circle?", "how many objects are there?",
 def model():
     torch.manual_seed(0)
     config = apply_overrides(get_preset("tiny"), ["model.decoder.n_kv_heads=1"])
-    return build_model(config).eval()
+    return lively(build_model(config).eval())
 
 
 def drain(request: Request) -> list[int]:
@@ -45,6 +46,8 @@ def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model):
     prompts = [model.prompt_ids(q) for q in QUESTIONS]
     expected = [alone(model, p, im, n) for p, im, n in zip(prompts, images, lengths,
                                                           strict=True)]
+    assert all(len(set(tokens)) >= min(3, n) for tokens, n in zip(expected, lengths,
+                                                                  strict=True))
     engine = Engine(model, max_batch=3)
     try:
         first = engine.submit(Request(prompts[0], images[0], lengths[0]))

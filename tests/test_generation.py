@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import lively
 
 from seemore.config import apply_overrides, get_preset
 from seemore.errors import UserError
@@ -16,24 +17,48 @@ def _greedy(model, questions, images, use_cache, n=24, compile=False):
     return torch.stack(steps, dim=1)  # (B, steps)
 
 
+@pytest.fixture
+def lively_model():
+    return lively(build_model(get_preset("tiny")).eval())
+
+
+def _varied(tokens: torch.Tensor) -> bool:
+    """Whether the rows wrote many different tokens and no two rows the same: what makes
+    two decoding paths agreeing mean something."""
+    rows = [tuple(row.tolist()) for row in tokens]
+    return len(set(tokens.flatten().tolist())) >= 8 and len(set(rows)) == len(rows)
+
+
 @pytest.mark.parametrize("overrides", [[], ["model.decoder.n_kv_heads=1"],
                                        ["model.projector.tokens=cls"]])
 def test_cached_greedy_equals_recomputing_the_whole_sequence(overrides):
-    model = build_model(apply_overrides(get_preset("tiny"), overrides)).eval()
+    model = lively(build_model(apply_overrides(get_preset("tiny"), overrides)).eval())
     images = torch.randn(4, 3, 32, 32)
     cached = _greedy(model, QUESTIONS, images, use_cache=True)
     uncached = _greedy(model, QUESTIONS, images, use_cache=False)
-    assert cached.shape[1] > 5
+    assert cached.shape[1] > 5 and _varied(cached)
     assert torch.equal(cached, uncached)
 
 
-def test_each_row_of_a_batch_equals_the_prompt_generated_alone(tiny_model):
+def test_each_row_of_a_batch_equals_the_prompt_generated_alone(lively_model):
     images = torch.randn(4, 3, 32, 32)
-    batched = _greedy(tiny_model, QUESTIONS, images, use_cache=True)
+    batched = _greedy(lively_model, QUESTIONS, images, use_cache=True)
+    assert _varied(batched)
     for row, question in enumerate(QUESTIONS):
-        alone = _greedy(tiny_model, [question], images[row:row + 1], use_cache=True)[0]
+        alone = _greedy(lively_model, [question], images[row:row + 1], use_cache=True)[0]
         n = alone.shape[0]
         assert torch.equal(batched[row, :n], alone)
+
+
+def test_generation_under_autocast_keeps_its_cache_in_the_autocast_dtype(lively_model):
+    """Keys and values come out of their projection in bf16 under autocast: the cache
+    holds them so, and cached decoding still equals recomputing the whole sequence."""
+    images = torch.randn(4, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = _greedy(lively_model, QUESTIONS, images, use_cache=True)
+        uncached = _greedy(lively_model, QUESTIONS, images, use_cache=False)
+    assert _varied(cached)
+    assert torch.equal(cached, uncached)
 
 
 def test_a_decode_step_reads_the_cache_up_to_a_power_of_two():
@@ -42,14 +67,16 @@ def test_a_decode_step_reads_the_cache_up_to_a_power_of_two():
     assert cache_window(10, 40) == 40
 
 
-def test_compiled_decode_step_gives_the_same_tokens(tiny_model):
+def test_compiled_decode_step_gives_the_same_tokens(lively_model):
     """Across a change of cache window (prompts of about 50 tokens, 24 new ones)."""
     images = torch.randn(4, 3, 32, 32)
-    eager = _greedy(tiny_model, QUESTIONS, images, use_cache=True)
+    eager = _greedy(lively_model, QUESTIONS, images, use_cache=True)
+    assert _varied(eager)
     for _ in range(2):  # the second call reuses the compiled step
-        assert torch.equal(_greedy(tiny_model, QUESTIONS, images, True, compile=True), eager)
-    alone = _greedy(tiny_model, QUESTIONS[:1], images[:1], use_cache=True)
-    assert torch.equal(_greedy(tiny_model, QUESTIONS[:1], images[:1], True, compile=True), alone)
+        assert torch.equal(_greedy(lively_model, QUESTIONS, images, True, compile=True), eager)
+    alone = _greedy(lively_model, QUESTIONS[:1], images[:1], use_cache=True)
+    assert torch.equal(_greedy(lively_model, QUESTIONS[:1], images[:1], True, compile=True),
+                       alone)
 
 
 def test_sample_greedy_top_k_and_top_p():

@@ -129,7 +129,10 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     length = context if compile else longest + max_new_tokens
     if use_cache:
         step = compiled_step(decoder) if compile else _decode_step
-        decoder.setup_cache(B, length, x.dtype)
+        # under autocast the keys and values come out of their projection in its dtype
+        autocast = torch.is_autocast_enabled(device.type)
+        decoder.setup_cache(B, length, torch.get_autocast_dtype(device.type) if autocast
+                            else x.dtype)
         # the cache slots a row sees, as a mask added to the attention scores (0 or -inf),
         # made once a step for every layer: a compiled step's attention converting a
         # boolean mask in each layer took 1.4x as long at 240 keys
