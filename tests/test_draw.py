@@ -1,9 +1,11 @@
+import copy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import lively
 from PIL import Image
 
 from seemore.cli import main
@@ -125,17 +127,20 @@ def test_task_dataset_draws_in_its_share_of_batches(drawer):
 
 
 def test_guidance_of_one_equals_the_prompt_alone_and_the_cache_changes_nothing(drawer):
-    tok = drawer.tokenizer
+    model = lively(copy.deepcopy(drawer))  # codes that vary, so that agreeing means something
+    tok = model.tokenizer
     cond = [[tok.bos_id, *tok.encode(PROMPT), tok.boi_id]]
     uncond = [[tok.bos_id, tok.boi_id]]
 
     def codes(**kw):
-        return torch.stack(list(generate(drawer, cond, None, 16, stop_at_eos=False,
+        return torch.stack(list(generate(model, cond, None, 16, stop_at_eos=False,
                                          vocab=tok.code_ids, **kw)), 1)
 
     plain = codes()
+    assert len(set(plain.flatten().tolist())) >= 4
     assert torch.equal(codes(uncond=uncond, guidance=1.0), plain)
     guided = codes(uncond=uncond, guidance=3.0)
+    assert not torch.equal(guided, plain)
     assert torch.equal(codes(uncond=uncond, guidance=3.0, use_cache=False), guided)
     assert ((guided >= tok.code_ids[0]) & (guided < tok.code_ids[-1] + 1)).all()
 
