@@ -28,7 +28,10 @@ class SlotCache(KVCache):
         if isinstance(start, torch.Tensor):
             self.k[self.rows, :, start] = k[:, :, 0]
             self.v[self.rows, :, start] = v[:, :, 0]
-            return self.k[self.rows, :, :length], self.v[self.rows, :, :length]
+            # index_select copies each row's window whole: 2-3x faster than indexing
+            # with the rows tensor for windows up to 128 (README, "Serve and chat")
+            return (self.k[:, :, :length].index_select(0, self.rows),
+                    self.v[:, :, :length].index_select(0, self.rows))
         end = start + k.shape[2]
         self.k[self.rows, :, start:end] = k
         self.v[self.rows, :, start:end] = v
