@@ -3,7 +3,9 @@
     python benchmarks/bench_serve.py [--run RUN] [--preset default] [--clients 1,8,32,64]
 
 Without --run, a model of the preset with random weights is saved and served (the speed
-does not depend on the weights; its answers are not meaningful). Each level of concurrent
+does not depend on the weights; its answers are not meaningful). The server compiles its
+decode step before it answers (--no-compile: it decodes eagerly); the time until it
+answers is reported. Each level of concurrent
 clients sends --requests questions about shapes-world images, up to --max-tokens new tokens
 each: requests/s, new tokens/s, p50 and p99 latency, errors (must be 0); then the server's
 peak RSS. Then a fault run: --fault-requests mixed requests of which a third are malformed
@@ -54,15 +56,19 @@ def messages(question: str, url: str) -> list:
                                          {"type": "image_url", "image_url": {"url": url}}]}]
 
 
-def start_server(run: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, max_batch: int, compile: bool) -> tuple[subprocess.Popen, str]:
+    """The server and its URL, once it answers (it compiles its decode step first, unless
+    not compile)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "seemore", "serve", str(run), "--port",
-                               str(port), "--max-batch", str(max_batch)],
+                               str(port), "--max-batch", str(max_batch),
+                               "--compile" if compile else "--no-compile"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and server.poll() is None:
         try:
             if httpx.get(url + "/health").status_code == 200:
                 return server, url
@@ -157,6 +163,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--fault-requests", type=int, default=1000)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="serve with the decode step compiled (seemore serve's default "
+                             "where it works); --no-compile: eager")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.run) if args.run else Path(tmp) / "model"
@@ -168,11 +177,15 @@ def main() -> None:
         images = [Image.fromarray(world.labelled("test", i).image) for i in range(8)]
         urls = [data_url(im) for im in images]
         answers = {(q, i): model.ask(images[i], q) for q in QUESTIONS for i in range(8)}
-        server, url = start_server(run, args.max_batch)
+        start = time.perf_counter()
+        server, url = start_server(run, args.max_batch, args.compile)
         name = run.resolve().name
         figures: dict = {"benchmark": "serve", "run": str(args.run or f"{args.preset} "
                          "(random weights)"), "max_tokens": args.max_tokens,
-                         "max_batch": args.max_batch, "requests_per_level": args.requests}
+                         "max_batch": args.max_batch, "requests_per_level": args.requests,
+                         "compile": args.compile,
+                         "server_start_s": round(time.perf_counter() - start, 1)}
+        print(f"server up in {figures['server_start_s']} s (compile {args.compile})")
         try:
             client = openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=120)
             levels = []

@@ -6,6 +6,7 @@ import threading
 import pytest
 import torch
 from conftest import lively
+from torch._dynamo.utils import counters
 
 from seemore.config import apply_overrides, get_preset
 from seemore.generation import generate
@@ -39,7 +40,8 @@ def alone(model, ids, image, n):
     return tokens
 
 
-def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model):
+@pytest.mark.parametrize("compile", [False, True])
+def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model, compile):
     torch.manual_seed(1)
     images = torch.rand(len(QUESTIONS), 3, 32, 32)
     lengths = [40, 7, 25, 60, 3]
@@ -48,7 +50,11 @@ def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model):
                                                           strict=True)]
     assert all(len(set(tokens)) >= min(3, n) for tokens, n in zip(expected, lengths,
                                                                   strict=True))
-    engine = Engine(model, max_batch=3)
+    engine = Engine(model, max_batch=3, compile=compile)
+    graphs, compiled_steps = counters["stats"]["unique_graphs"], []
+    if compile:
+        step = engine.compiled
+        engine.compiled = lambda *a: compiled_steps.append(1) or step(*a)
     try:
         first = engine.submit(Request(prompts[0], images[0], lengths[0]))
         assert first.tokens.get(timeout=60) is not None  # running before the others join
@@ -61,6 +67,10 @@ def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model):
     assert all(r.reason in ("stop", "length") for r in requests)
     # five requests, at most three at a time, shared the steps
     assert engine.steps < sum(map(len, expected)) - len(expected)
+    # compiled: a graph per cache window, all made before the first request, none after
+    assert (engine.warmed_s > 0) == compile
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert (len(compiled_steps) > 10) == compile  # the steps of more than one request
 
 
 def test_concurrent_submitters_and_a_bad_request(model):

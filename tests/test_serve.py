@@ -331,3 +331,27 @@ def test_the_web_page_streams_an_answer_in_a_real_browser(run, tmp_path):
         page.click("#send")
         sync_api.expect(page.locator("#error")).to_contain_text("user message with text")
         browser.close()
+
+
+def test_a_compile_that_fails_falls_back_or_stops_clearly(run, monkeypatch, caplog):
+    """Where torch.compile fails (here: made to), the default serves eagerly and says why;
+    an explicit --compile stops with the reason instead."""
+    from seemore.errors import UserError
+    from seemore.serving.app import start_engine
+    from seemore.serving.engine import Engine
+
+    def broken(self):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore lines")
+
+    monkeypatch.setattr(Engine, "warm", broken)
+    model = load_folder(run)
+    with caplog.at_level("WARNING", logger="seemore.serve"):
+        engine = start_engine(model, 2, None)
+    try:
+        assert engine.compiled is None
+        assert "No working C++ compiler found" in caplog.text and "more lines" not in caplog.text
+    finally:
+        engine.close()
+    with pytest.raises(UserError, match="--compile: torch.compile failed here "
+                                        r"\(InvalidCxxCompiler: No working C\+\+ compiler"):
+        start_engine(model, 2, True)

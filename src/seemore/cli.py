@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-local-files", metavar="DIR", default=None,
                    help="let image_url name files under DIR (default: data: URLs only)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the decode step with torch.compile before serving (faster "
+                        "steps: README, 'Serve and chat'); default: where it works (cpu with "
+                        "a C++ compiler, cuda), else eager, saying why")
 
     p = sub.add_parser("import", help="a VLM of a pretrained vision tower and decoder "
                                       "(Hugging Face folders), as a seemore model folder")
@@ -409,6 +413,15 @@ def _load(args):
     return seemore.load(folder, args.device)
 
 
+def _in_a_thread_of_its_own(fn, *args):
+    """fn(*args), run in a new thread that has ended when this returns (or raises fn's
+    exception)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # leaving the block joins the thread
+        return pool.submit(fn, *args).result()
+
+
 def _load_vlm(args):
     model = _load(args)
     if not objective_of(model.run).answers:
@@ -505,7 +518,7 @@ def cmd_serve(args) -> None:
 
     from seemore.serving.app import Limits, create_app
 
-    model = _load(args)
+    model = _in_a_thread_of_its_own(_load, args)  # see Engine._loop: why not this thread
     allow = Path(args.allow_local_files).resolve() if args.allow_local_files else None
     if allow is not None and not allow.is_dir():
         raise UserError(f"--allow-local-files: {allow} is not a folder")
@@ -513,8 +526,9 @@ def cmd_serve(args) -> None:
         raise UserError("--max-batch and --max-queue must be at least 1, --timeout positive")
     limits = Limits(max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout)
     name = Path(args.run).resolve().name
-    app = create_app(model, name, objective_of(model.run).answers, limits, allow)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    app = create_app(model, name, objective_of(model.run).answers, limits, allow,
+                     compile=args.compile)
     print(f"serving {args.run} as {name!r} on http://{args.host}:{args.port}/v1")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -52,11 +52,34 @@ class Handoff(asyncio.Queue):
         self.loop.call_soon_threadsafe(self.put_nowait, item)
 
 
+def start_engine(model, max_batch: int, compile: bool | None) -> Engine:
+    """The engine, its decode steps compiled (compile True; a UserError if torch.compile
+    fails here), eager (False), or compiled where torch.compile works, which is on a CPU
+    with a C++ compiler or on CUDA, and eager elsewhere, saying why (None)."""
+    if compile is None and model.device.type not in ("cpu", "cuda"):
+        log.warning("decoding without torch.compile: it is for cpu and cuda, this model is "
+                    "on %s", model.device.type)
+        compile = False
+    if compile is False:
+        return Engine(model, max_batch=max_batch)
+    try:
+        engine = Engine(model, max_batch=max_batch, compile=True)
+    except Exception as e:  # inductor's errors are many kinds, each a page long
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if compile:
+            raise UserError(f"--compile: torch.compile failed here ({reason}); serve with "
+                            f"--no-compile") from e
+        log.warning("decoding without torch.compile, which failed here: %s", reason)
+        return Engine(model, max_batch=max_batch)
+    log.info("compiled the decode step for every cache window in %.1f s", engine.warmed_s)
+    return engine
+
+
 def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
-               allow_dir: Path | None = None) -> FastAPI:
+               allow_dir: Path | None = None, compile: bool | None = False) -> FastAPI:
     """The app serving model as name. answers: a VLM that answers about images (else a
-    language model that continues text)."""
-    engine = Engine(model, max_batch=limits.max_batch)
+    language model that continues text). compile: see start_engine."""
+    engine = start_engine(model, limits.max_batch, compile)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -2,12 +2,17 @@
 batched step; a new request joins between two steps (after its own prefill) and a finished
 one leaves, freeing its slot of the cache (layers/slot_cache.py). With greedy decoding a
 request gets the same tokens whatever else runs beside it (tested).
+
+With compile, the decode step runs through torch.compile: one graph per cache window (see
+generation.cache_window), each for any number of rows, all built when the engine is made
+(warm()), so that no request waits for a compile.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -45,27 +50,46 @@ class _Running:
     generator: torch.Generator | None = None
 
 
+def _decode(decoder, last: torch.Tensor, position: torch.Tensor, mask: torch.Tensor
+            ) -> torch.Tensor:
+    """One batched decode step: logits (B, vocab) after the rows' newest tokens last (B, 1),
+    each written into its cache slot at its position (B,); mask (B, 1, 1, W), additive,
+    hides the unwritten ones of the W slots read."""
+    return decoder(decoder.embed(last), position[:, None], mask, position)[:, -1]
+
+
 class Engine:
     """Decodes the model's requests in batches of up to max_batch, with a cache of max_len
     positions per slot (the model's context, at most). submit() may be called from any
-    thread; close() stops the loop."""
+    thread; close() stops the loop. compile: run the decode steps through torch.compile,
+    compiled here, before the engine takes a request (warmed_s says how long it took)."""
 
-    def __init__(self, model, max_batch: int = 32, max_len: int | None = None):
+    def __init__(self, model, max_batch: int = 32, max_len: int | None = None,
+                 compile: bool = False):
         self.model, self.max_batch = model, max_batch
         decoder = model.decoder
         c = decoder.config
         self.max_len = min(max_len or c.max_seq_len, c.max_seq_len)
-        dtype = decoder.embed.weight.dtype
+        self.dtype = decoder.embed.weight.dtype
         self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len, c.dim // c.n_heads,
-                                 dtype, model.device) for _ in decoder.blocks]
+                                 self.dtype, model.device) for _ in decoder.blocks]
+        # (with one slot every step is a lone request's, below)
+        self.compiled = torch.compile(_decode) if compile and max_batch > 1 else None
+        self.warmed_s = 0.0
         self.waiting: queue.Queue[Request] = queue.Queue()
         self.calls: queue.Queue = queue.Queue()
         self.free = list(range(max_batch))
         self.running: list[_Running] = []
         self.steps = 0  # batched decode steps run (for tests and logs)
         self.closed = False
+        # every computation, the compiling included, runs in this one thread (see _loop)
+        self.started, self.start_error = threading.Event(), None
         self.thread = threading.Thread(target=self._loop, name="seemore-engine", daemon=True)
         self.thread.start()
+        self.started.wait()
+        if self.start_error is not None:
+            self.thread.join()
+            raise self.start_error
 
     def submit(self, request: Request) -> Request:
         if not request.ids:
@@ -176,22 +200,48 @@ class Engine:
         if run not in self.running:
             self.running.append(run)
 
+    def _run_step(self, slots: list[int], last: list[int], lengths: list[int]
+                  ) -> torch.Tensor:
+        """Logits (B, vocab) of a decode step of the rows in slots, whose newest tokens are
+        last and whose caches hold lengths tokens each."""
+        device = self.model.device
+        self._attach(slots)
+        window = cache_window(max(lengths) + 1, self.max_len)
+        position = torch.tensor(lengths, device=device)  # (B,)
+        hidden = torch.arange(window, device=device) > position[:, None]  # (B, window)
+        mask = torch.zeros(hidden.shape, dtype=self.dtype, device=device).masked_fill_(
+            hidden, float("-inf"))[:, None, None]  # additive, as generate's
+        last_ids = torch.tensor(last, device=device)[:, None]  # (B, 1)
+        # compiled: one graph for any number of rows but 1 (which torch.compile would give a
+        # graph of its own); a lone request decodes eagerly, which through the server was
+        # no slower (there each token's trip through HTTP outweighs the step)
+        if self.compiled is None or len(slots) == 1:
+            return _decode(self.model.decoder, last_ids, position, mask)
+        for tensor in (last_ids, position, mask, self.caches[0].rows):
+            torch._dynamo.mark_dynamic(tensor, 0)
+        return self.compiled(self.model.decoder, last_ids, position, mask)
+
     def _step(self) -> None:
         """One batched decode step of every running request."""
-        model, runs = self.model, self.running
+        runs = self.running
         self.running = []
-        self._attach([run.slot for run in runs])
-        device = model.device
-        last = torch.tensor([[run.last] for run in runs], device=device)  # (B, 1)
-        position = torch.tensor([run.length for run in runs], device=device)  # (B,)
-        window = cache_window(max(run.length for run in runs) + 1, self.max_len)
-        mask = torch.arange(window, device=device) <= position[:, None]  # (B, window)
-        logits = model.decoder(model.decoder.embed(last), position[:, None],
-                               mask[:, None, None, :], position)[:, -1]
+        logits = self._run_step([run.slot for run in runs], [run.last for run in runs],
+                                [run.length for run in runs])
         self.steps += 1
         for run, row in zip(runs, logits, strict=True):
             run.length += 1
             self._emit(run, row)
+
+    def warm(self) -> None:
+        """Compile the decode step for every cache window, with the first two slots, free
+        yet: the keys a step writes at the last position of each window are overwritten
+        before any request's mask can show them (a slot's positions are written in order)."""
+        start = time.perf_counter()
+        window = 0
+        while window < self.max_len:
+            window = cache_window(window + 1, self.max_len)
+            self._run_step([0, 1], [0, 0], [window - 1] * 2)
+        self.warmed_s = time.perf_counter() - start
 
     def _fail(self, runs: list[_Running], error: Exception) -> None:
         """End runs with the error (their callers report it); the engine goes on."""
@@ -200,6 +250,20 @@ class Engine:
 
     @torch.inference_mode()
     def _loop(self) -> None:
+        """Warm up, then admit and decode until closed. This thread does all the computing:
+        a CPU's OpenMP runtime (libgomp) gives each thread that computes in parallel a pool
+        of workers of its own, and with more workers than cores it stops letting them spin
+        between two parallel regions, so that every small kernel waits for its workers to
+        wake (README, "Serve and chat", measures it). `seemore serve` loads the model in a
+        thread that ends, taking its pool along."""
+        try:
+            if self.compiled is not None:
+                self.warm()
+        except Exception as e:
+            self.start_error = e
+            return
+        finally:
+            self.started.set()
         while not self.closed:
             while not self.calls.empty():
                 fn, future = self.calls.get()
