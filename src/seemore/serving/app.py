@@ -62,6 +62,8 @@ def start_engine(model, max_batch: int, compile: bool | None) -> Engine:
         compile = False
     if compile is False:
         return Engine(model, max_batch=max_batch)
+    log.info("compiling the decode step, a graph per cache window (the first time tens of "
+             "seconds, then from inductor's cache)")
     try:
         engine = Engine(model, max_batch=max_batch, compile=True)
     except Exception as e:  # inductor's errors are many kinds, each a page long
