@@ -8,10 +8,13 @@ them) with the context raised so that 200 new tokens fit. The timed call is the 
 ``generate``: image encoding, prefill and every decode step, for 200 new tokens per row
 (no stop at <eos>), in fp32. The compiled mode's first call compiles; its time is reported
 separately and not in the rate (inductor keeps what it built in its on-disk cache, so a
-second run of this script compiles faster than the first).
+second run of this script compiles faster than the first). Each mode also reports the time
+to the first token (image encoding and prefill) and the rate of the steps after it, as the
+peers' benchmark does (t_first and decode-only).
 """
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,21 +61,33 @@ def main() -> None:
         images = torch.randn(batch, 3, size, size)
         prompts = [model.prompt_ids(QUESTION)] * batch
         for mode, options in modes.items():
-            def call(prompts=prompts, images=images, options=options):
-                steps = list(generate(model, prompts, images, args.new_tokens,
-                                      stop_at_eos=False, **options))
-                assert len(steps) == args.new_tokens
+            firsts: list[float] = []  # seconds to the first token, one per call
+
+            def call(prompts=prompts, images=images, options=options, firsts=firsts):
+                start = time.perf_counter()
+                steps = generate(model, prompts, images, args.new_tokens, stop_at_eos=False,
+                                 **options)
+                next(steps)
+                firsts.append(time.perf_counter() - start)
+                assert len(list(steps)) == args.new_tokens - 1
 
             start = time.perf_counter()
             call()
             if mode == "compiled":
                 figures[f"compile_s_batch{batch}"] = round(time.perf_counter() - start, 1)
+            firsts.clear()
             repeats = args.repeats if mode != "nocache" else max(1, args.repeats // 2)
-            seconds, _ = median_time(call, repeats)
+            seconds, times = median_time(call, repeats)
             rate = batch * args.new_tokens / seconds
+            first = statistics.median(firsts)
+            decode = statistics.median(batch * (args.new_tokens - 1) / (t - f)
+                                       for t, f in zip(times, firsts, strict=True))
             figures[f"tokens_per_s_batch{batch}_{mode}"] = round(rate, 1)
+            figures[f"first_token_ms_batch{batch}_{mode}"] = round(first * 1e3, 1)
+            figures[f"decode_only_tokens_per_s_batch{batch}_{mode}"] = round(decode, 1)
             print(f"  batch {batch:>3}, {mode:>8}: {rate:8.1f} new tokens/s "
-                  f"({seconds:.2f}s per call)")
+                  f"({seconds:.2f}s per call; first token {first * 1e3:.1f} ms, then "
+                  f"{decode:.0f} tokens/s)")
     emit({**figures, **machine()})
 
 

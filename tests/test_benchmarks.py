@@ -44,6 +44,9 @@ def test_bench_generate():
     figures = run_benchmark("bench_generate.py", "--preset", "tiny", "--new-tokens", "4",
                             "--batch-sizes", "2", "--repeats", "1", "--modes", "cache,nocache")
     assert figures["tokens_per_s_batch2_cache"] > 0
+    # the call split at its first token
+    assert figures["first_token_ms_batch2_cache"] > 0
+    assert figures["decode_only_tokens_per_s_batch2_cache"] > 0
 
 
 def test_bench_moe():
