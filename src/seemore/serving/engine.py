@@ -73,7 +73,7 @@ class Engine:
         self.dtype = decoder.embed.weight.dtype
         self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len, c.dim // c.n_heads,
                                  self.dtype, model.device) for _ in decoder.blocks]
-        # (with one slot every step is a lone request's, below)
+        # with one slot every step is a lone request's, which decodes eagerly (_run_step)
         self.compiled = torch.compile(_decode) if compile and max_batch > 1 else None
         self.warmed_s = 0.0
         self.waiting: queue.Queue[Request] = queue.Queue()
