@@ -40,6 +40,20 @@ def test_compile_flag_decodes_the_same_answers(trained_run, image_file, capsys):
     assert answers[0] == answers[1]
 
 
+def test_compile_without_a_cxx_compiler_is_a_clear_error(trained_run, image_file, tmp_path):
+    """--compile where inductor finds no C++ compiler: one line saying so, no traceback."""
+    import os
+
+    out, _ = trained_run
+    env = {**os.environ, "CXX": "/no/such/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "seemore", "ask", str(out), str(image_file),
+                             "what color is the circle?", "--compile"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    assert "error: torch.compile failed here (" in result.stderr
+    assert "No working C++ compiler" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_eval_writes_the_documented_eval_json(trained_run, capsys):
     out, _ = trained_run
     assert main(["eval", str(out), "--scenes", "10"]) == 0

@@ -602,12 +602,27 @@ def cmd_generate(args) -> None:
     print(model.complete(args.prompt, args.max_new_tokens, **_sampling(args)))
 
 
+def _compile_failed(e: Exception) -> bool:
+    """Whether e is torch.compile's backend failing (no C++ compiler, say): a page of
+    traceback that says less than its first line."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    return isinstance(e, BackendCompilerFailed)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not _compile_failed(e):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"error: torch.compile failed here ({reason}); run without --compile "
+              f"(train.compile=false)", file=sys.stderr)
         return 2
     except Stopped as e:
         print(e, file=sys.stderr)
