@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, PRESETS, get_preset, override_keys
-from seemore.errors import UserError
+from seemore.errors import UserError, first_line
 from seemore.objectives import objective_of, training_data
 from seemore.recipes import RECIPES, plan
 from seemore.train.stop import Stopped
@@ -620,8 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         if not _compile_failed(e):
             raise
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        print(f"error: torch.compile failed here ({reason}); run without --compile "
+        print(f"error: torch.compile failed here ({first_line(e)}); run without --compile "
               f"(train.compile=false)", file=sys.stderr)
         return 2
     except Stopped as e:

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from seemore.errors import UserError
+from seemore.errors import UserError, first_line
 from seemore.prompt import CAPTION_PROMPT
 from seemore.serving.chat import APIError, ChatPrompt, parse_chat
 from seemore.serving.engine import Engine
@@ -67,11 +67,10 @@ def start_engine(model, max_batch: int, compile: bool | None) -> Engine:
     try:
         engine = Engine(model, max_batch=max_batch, compile=True)
     except Exception as e:  # inductor's errors are many kinds, each a page long
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if compile:
-            raise UserError(f"--compile: torch.compile failed here ({reason}); serve with "
-                            f"--no-compile") from e
-        log.warning("decoding without torch.compile, which failed here: %s", reason)
+            raise UserError(f"--compile: torch.compile failed here ({first_line(e)}); serve "
+                            f"with --no-compile") from e
+        log.warning("decoding without torch.compile, which failed here: %s", first_line(e))
         return Engine(model, max_batch=max_batch)
     log.info("compiled the decode step for every cache window in %.1f s", engine.warmed_s)
     return engine
