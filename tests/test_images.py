@@ -48,6 +48,7 @@ def test_broken_images_are_refused_with_their_name(make, message):
     with pytest.raises(UserError, match=re.escape(message)) as error:
         load_image(make(), name="photos.csv:7")
     assert str(error.value).startswith("photos.csv:7: ")
+    assert "BytesIO" not in str(error.value)
 
 
 def test_missing_file_and_zero_pixel_array(tmp_path):

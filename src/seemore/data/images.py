@@ -75,7 +75,11 @@ def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UserError(f"{name}: refused, the declared size is over Pillow's "
                         f"decompression-bomb limit ({e})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+    except UnidentifiedImageError:
+        # Pillow's message repeats the source, for bytes as "<_io.BytesIO object at 0x...>"
+        raise UserError(f"{name}: not a readable image (no image format Pillow knows "
+                        f"starts like this)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UserError(f"{name}: not a readable image ({e})") from None
 
 
