@@ -102,6 +102,14 @@ def test_missing_run_folder_and_bad_override(tmp_path):
     assert result.returncode == 2 and "unknown config key 'train.stepz'" in result.stderr
 
 
+def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--preset", "tiny", "--out", str(out), "--data",
+                 str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv: no such dataset" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_train_command_end_to_end(tmp_path):
     result = run("train", "--preset", "tiny", "--out", tmp_path / "r", "--no-progress",
                  "train.steps=5", "train.final_eval_scenes=4")

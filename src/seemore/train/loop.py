@@ -243,15 +243,11 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     t, objective, out_dir = config.train, objective_of(config), Path(out_dir)
     device, world = place(t)
     keep_freed_memory()  # the steps reuse their buffers instead of faulting in fresh pages
-    if world.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     model = build_model(config)
     prepare(model, model.run)
     model.to(device)
     config = model.run
-    if world.main:
-        config.save(out_dir / "config.json")
     optimizer = make_optimizer(model, config)
     # fp16 has too few exponent bits for small gradients: scale the loss up, then back
     scaler = torch.amp.GradScaler(
@@ -264,6 +260,9 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     loss_of = torch.compile(replica) if t.compile else replica  # shares the weights
 
     dataset, collate_fn = training_data(model, config)
+    if world.main:  # once the model and its data are ready: a run that cannot start leaves
+        out_dir.mkdir(parents=True, exist_ok=True)  # no folder behind
+        config.save(out_dir / "config.json")
     start, rngs = restore(out_dir, model, optimizer, scaler) if resume else (0, None)
     # examples are drawn by index, so the data position is the step
     loader = DataLoader(dataset, batch_sampler=micro_batches(
