@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from conftest import lively
@@ -114,3 +116,27 @@ def test_prompt_longer_than_the_context_is_rejected_with_both_lengths(tiny_model
     prompt = tiny_model.prompt_ids("a" * (context + 10))
     with pytest.raises(UserError, match=rf"{len(prompt)} tokens long .* context is {context}"):
         next(generate(tiny_model, [prompt], torch.randn(1, 3, 32, 32), 5))
+
+
+@pytest.mark.parametrize("sampling, message", [
+    ({"max_new_tokens": 0}, "max_new_tokens must be at least 1, got 0"),
+    ({"max_new_tokens": -1}, "max_new_tokens must be at least 1, got -1"),
+    ({"temperature": -1.0}, "temperature must be 0 (greedy) or more, got -1.0"),
+    ({"temperature": float("nan")}, "temperature must be 0 (greedy) or more, got nan"),
+    ({"temperature": 1.0, "top_k": 0}, "top_k must be at least 1, got 0"),
+    ({"temperature": 1.0, "top_p": 2.0}, "top_p must be above 0 and at most 1, got 2.0"),
+    ({"temperature": 1.0, "top_p": 0.0}, "top_p must be above 0 and at most 1, got 0.0"),
+])
+def test_bad_sampling_settings_are_refused_by_name(tiny_model, sampling, message):
+    """Through the Python API these reached the tensors: a negative temperature sampled
+    the unlikeliest tokens (garbage, silently), top_k=0 and max_new_tokens=-1 stopped with
+    a shape error."""
+    sampling = {"max_new_tokens": 5, **sampling}
+    with pytest.raises(UserError, match=re.escape(message)):
+        tiny_model.ask(torch.rand(3, 32, 32).numpy().transpose(1, 2, 0), "what color?",
+                       **sampling)
+
+
+def test_a_question_that_is_not_text_is_refused(tiny_model):
+    with pytest.raises(UserError, match="the question must be text, got int"):
+        tiny_model.ask(torch.rand(32, 32, 3).numpy(), 5)

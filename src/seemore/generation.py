@@ -39,6 +39,20 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None,
+                   top_p: float | None) -> None:
+    """Refuse settings that would otherwise reach the tensors: a negative temperature
+    samples the unlikeliest tokens, top_k=0 or max_new_tokens=-1 fails on a shape."""
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not temperature >= 0:  # NaN too
+        raise UserError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"top_p must be above 0 and at most 1, got {top_p}")
+
+
 def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
     """Mask (B, 1, n_new, S) for the last n_new of S positions: causal, hiding padded keys.
     A padded query still sees itself, so no row of the softmax is empty (that would be NaN,
@@ -101,6 +115,7 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     samples from uncond + guidance * (cond - uncond) logits, and the token goes to both."""
     if uncond is not None and images is not None:
         raise ValueError("classifier-free guidance is for prompts without images")
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     n_rows = len(prompts)
     prompts = prompts + (uncond or [])
     tok, context = model.tokenizer, model.config.decoder.max_seq_len

@@ -26,6 +26,8 @@ CAPTION_PROMPT = "describe the image."
 
 def question_ids(tokenizer: Tokenizer, question: str) -> list[int]:
     """The question and the separator."""
+    if not isinstance(question, str):
+        raise UserError(f"the question must be text, got {type(question).__name__}")
     question = question.strip()
     if not question:
         raise UserError("the question is empty")
