@@ -4,9 +4,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import seemore
 from seemore.cli import main
+from seemore.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +130,19 @@ def test_plot_draws_the_curves(trained_run, tmp_path, capsys):
         assert image.format == "PNG" and image.width > 300
     assert main(["plot", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_device_this_machine_lacks_is_refused_by_name(trained_run, image_file, tmp_path):
+    """It used to end in torch's traceback: "Torch not compiled with CUDA enabled" when
+    training, "pin_memory=True requires ..." when loading."""
+    out, _ = trained_run
+    result = run("train", "--preset", "tiny", "--out", tmp_path / "r", "train.device=cuda:1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "device 'cuda:1': torch sees no CUDA GPU on this machine" in result.stderr
+    assert not (tmp_path / "r").exists()
+    result = run("ask", out, image_file, "what?", "--device", "cuda")
+    assert result.returncode == 2 and "device 'cuda': torch sees no CUDA GPU" in result.stderr
+    with pytest.raises(UserError, match="unknown device 'gpu'; use cpu, cuda, cuda:N, mps"):
+        seemore.load(out, device="gpu")
+    assert seemore.load(out, device="auto").device.type == "cpu"

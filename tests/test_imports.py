@@ -12,7 +12,7 @@ ROOT = Path(seemore.__file__).parent
 # its own layer and those below
 LAYERS = {
     "errors": 0,
-    "config": 1,
+    "config": 1, "device": 1,
     "tokenizer": 2, "prompt": 2, "data.images": 2, "generation": 2, "grid": 2,
     "layers": 3,
     "models": 4, "pretrained": 4,

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from seemore.device import resolve_device
 from seemore.errors import UserError
 from seemore.layers.lora import merge_lora
 from seemore.models.folder import load_adapters, load_weights, read_config, read_tokenizer
@@ -16,6 +17,7 @@ from seemore.objectives import objective_of
 
 def load_folder(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The model saved in folder, on device, in eval mode."""
+    device = resolve_device(device)
     config = read_config(folder)
     objective = objective_of(config)
     tokenizer = read_tokenizer(folder) if objective.reads_text else None

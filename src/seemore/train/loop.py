@@ -28,6 +28,7 @@ from tqdm import tqdm
 from seemore.config import Config, TrainConfig
 from seemore.data.datasets import DATASETS, data_workers, dataset_of, members
 from seemore.data.user import UserDataset
+from seemore.device import resolve_device
 from seemore.errors import UserError
 from seemore.layers.lora import add_lora
 from seemore.layers.moe import router_report
@@ -43,16 +44,6 @@ from seemore.train.checkpoint import (
 )
 from seemore.train.distributed import LossOf, World, join, leave
 from seemore.train.stop import GracefulStop, Stopped
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
