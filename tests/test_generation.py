@@ -140,3 +140,10 @@ def test_bad_sampling_settings_are_refused_by_name(tiny_model, sampling, message
 def test_a_question_that_is_not_text_is_refused(tiny_model):
     with pytest.raises(UserError, match="the question must be text, got int"):
         tiny_model.ask(torch.rand(32, 32, 3).numpy(), 5)
+
+
+def test_ask_batch_pairs_images_with_questions(tiny_model):
+    image = torch.rand(32, 32, 3).numpy()
+    with pytest.raises(UserError, match="one question per image: 1 images and 2 questions"):
+        tiny_model.ask_batch([image], ["what color?", "what shape?"])
+    assert tiny_model.ask_batch([], []) == []

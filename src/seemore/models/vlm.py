@@ -179,6 +179,11 @@ class VLM(FolderModel):
 
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
+        if len(images) != len(questions):
+            raise UserError(f"ask_batch takes one question per image: {len(images)} images "
+                            f"and {len(questions)} questions")
+        if not images:
+            return []
         size = self.config.vision.image_size
         policy = self.resize
         pixels = torch.stack([load_image_tensor(im, size, policy) for im in images])
