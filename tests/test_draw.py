@@ -186,6 +186,9 @@ def test_bad_drawing_requests_are_refused(drawer, tiny_model, vq_run, trained_ru
         drawer.draw(PROMPT * 8)
     with pytest.raises(UserError, match="does not know"):
         drawer.draw("a large red circle @ the top")
+    with pytest.raises(UserError, match="temperature must be 0 .greedy. or more, got -1"):
+        drawer.draw(PROMPT, temperature=-1)
+    assert drawer.draw_batch([]) == []
     with pytest.raises(UserError, match="draw needs an image tokenizer"):
         apply_overrides(get_preset("tiny"), ["data.tasks=caption,draw"])
     with pytest.raises(UserError, match="tasks_per_image must be 1"):

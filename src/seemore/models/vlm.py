@@ -213,6 +213,8 @@ class VLM(FolderModel):
                             "`seemore train --recipe unified`")
         if guidance < 0:
             raise UserError(f"guidance must be >= 0, got {guidance}")
+        if not prompts:
+            return []
         tok, N = self.tokenizer, self.config.n_image_codes
         cond = [[tok.bos_id, *tok.encode(p.strip(), what="prompt"), tok.boi_id] for p in prompts]
         context = self.config.decoder.max_seq_len
