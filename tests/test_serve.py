@@ -355,3 +355,18 @@ def test_a_compile_that_fails_falls_back_or_stops_clearly(run, monkeypatch, capl
     with pytest.raises(UserError, match="--compile: torch.compile failed here "
                                         r"\(InvalidCxxCompiler: No working C\+\+ compiler"):
         start_engine(model, 2, True)
+
+
+def test_a_port_in_use_is_a_clear_error_before_the_model_loads(run):
+    """uvicorn used to log the bind error after the model had loaded, and exit with 0."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "seemore", "serve", str(run), "--port",
+                                 str(port), "--no-compile"], capture_output=True, text=True,
+                                timeout=120)
+    assert result.returncode == 2
+    assert f"error: cannot serve on 127.0.0.1:{port}: address already in use" in (
+        result.stderr.lower())
+    assert "serving" not in result.stdout

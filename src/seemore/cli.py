@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -518,6 +519,7 @@ def cmd_serve(args) -> None:
 
     from seemore.serving.app import Limits, create_app
 
+    sock = _listening_socket(args.host, args.port)
     model = _in_a_thread_of_its_own(_load, args)  # see Engine._loop: why not this thread
     allow = Path(args.allow_local_files).resolve() if args.allow_local_files else None
     if allow is not None and not allow.is_dir():
@@ -530,7 +532,17 @@ def cmd_serve(args) -> None:
     app = create_app(model, name, objective_of(model.run).answers, limits, allow,
                      compile=args.compile)
     print(f"serving {args.run} as {name!r} on http://{args.host}:{args.port}/v1")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a port in use is an error at once
+    (uvicorn would log it once the model had loaded, and exit with 0)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise UserError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
 
 
 def _new_folder(out: Path, command: str) -> None:
