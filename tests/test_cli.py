@@ -146,3 +146,19 @@ def test_a_device_this_machine_lacks_is_refused_by_name(trained_run, image_file,
     with pytest.raises(UserError, match="unknown device 'gpu'; use cpu, cuda, cuda:N, mps"):
         seemore.load(out, device="gpu")
     assert seemore.load(out, device="auto").device.type == "cpu"
+
+
+def test_evaluation_sizes_are_checked_and_zero_final_scenes_skips_it(trained_run, tmp_path,
+                                                                    capsys):
+    """--scenes -5 used to write an eval.json of zeros over the run's own."""
+    out, _ = trained_run
+    evaluation = out / "eval.json"
+    before = evaluation.read_bytes() if evaluation.exists() else None
+    assert main(["eval", str(out), "--scenes", "-5"]) == 2
+    assert "--scenes must be at least 1, got -5" in capsys.readouterr().err
+    assert (evaluation.read_bytes() if evaluation.exists() else None) == before
+    run = tmp_path / "r"
+    assert main(["train", "--preset", "tiny", "--out", str(run), "--no-progress",
+                 "train.steps=2", "train.final_eval_scenes=0"]) == 0
+    assert "no final evaluation (train.final_eval_scenes=0)" in capsys.readouterr().out
+    assert (run / "model.safetensors").exists() and not (run / "eval.json").exists()

@@ -53,6 +53,9 @@ def test_tasks_per_image_0_means_every_task_of_the_run():
     ("model.tokenizer=word", "model.tokenizer must be 'char', 'bpe' or 'pretrained'"),
     ("model.bpe_vocab_size=100", "at least 256"),
     ("data.tasks_per_image=-1", "data.tasks_per_image must be >= 1, or 0"),
+    ("train.eval_scenes=0", "train.eval_scenes must be >= 1"),
+    ("train.final_eval_scenes=-1", r"train.final_eval_scenes must be >= 0 \(0: none\)"),
+    ("train.eval_every=-1", r"train.eval_every must be >= 0 \(0: none\)"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

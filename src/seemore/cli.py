@@ -14,7 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, PRESETS, get_preset, override_keys
+from seemore.config import (
+    DRAW_GUIDANCE,
+    DRAW_TEMPERATURE,
+    PRESETS,
+    TrainConfig,
+    get_preset,
+    override_keys,
+)
 from seemore.errors import UserError, first_line
 from seemore.objectives import objective_of, training_data
 from seemore.recipes import RECIPES, plan
@@ -288,7 +295,10 @@ def cmd_train(args) -> None:
         (out / "recipe.json").write_text(json.dumps(
             {"recipe": args.recipe, "stages": timings}, indent=2) + "\n")
     final = stages[-1]
-    run_eval(model, final.folder, final.config.train.final_eval_scenes)
+    if final.config.train.final_eval_scenes:
+        run_eval(model, final.folder, final.config.train.final_eval_scenes)
+    else:
+        print("no final evaluation (train.final_eval_scenes=0)")
     try_next = objective_of(final.config).show(model, final.folder)
     print(f"\nsaved to {final.folder}; try: {try_next}")
 
@@ -469,7 +479,10 @@ def cmd_eval(args) -> None:
     if args.data:
         model.run = _with_data(model.run, args)
         filename = "eval-data.json"
-    n_scenes = args.scenes or model.run.train.final_eval_scenes
+    if args.scenes is not None and args.scenes < 1:
+        raise UserError(f"--scenes must be at least 1, got {args.scenes}")
+    # a run trained without a final evaluation is evaluated at the default size
+    n_scenes = args.scenes or model.run.train.final_eval_scenes or TrainConfig.final_eval_scenes
     if run_eval(model, Path(args.run), n_scenes, filename) is None:
         raise UserError(f"{args.run} holds a {model.run.train.objective} model, which has "
                         "no evaluation; try seemore generate")

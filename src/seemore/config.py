@@ -384,7 +384,7 @@ class TrainConfig:
     compile: bool = False
     eval_every: int = 500
     eval_scenes: int = 100  # val scenes in the periodic evaluation
-    final_eval_scenes: int = 500  # test and compositional scenes in the final evaluation
+    final_eval_scenes: int = 500  # test and compositional scenes in the final evaluation; 0: none
     log_every: int = 10
     # write a checkpoint (train/checkpoint.py) every n steps and at the end, for --resume;
     # 0: none
@@ -413,6 +413,11 @@ class TrainConfig:
                                              f"{self.track!r}")
         _check(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
                "train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
+        _check(self.eval_every >= 0, f"train.eval_every must be >= 0 (0: none), got "
+                                     f"{self.eval_every}")
+        _check(self.eval_scenes >= 1, f"train.eval_scenes must be >= 1, got {self.eval_scenes}")
+        _check(self.final_eval_scenes >= 0, f"train.final_eval_scenes must be >= 0 (0: none), "
+                                            f"got {self.final_eval_scenes}")
         _check(self.batch_size > 0, "train.batch_size must be positive")
         _check(self.grad_accum >= 1, "train.grad_accum must be >= 1")
         _check(self.precision in ("auto", "bf16", "fp16", "fp32"),
