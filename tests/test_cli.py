@@ -105,6 +105,13 @@ def test_missing_run_folder_and_bad_override(tmp_path):
     assert result.returncode == 2 and "unknown config key 'train.stepz'" in result.stderr
 
 
+def test_a_zero_batch_size_flag_is_refused_not_ignored(tmp_path, capsys):
+    """--batch-size 0 used to be dropped as unset: the run trained with the preset's 64."""
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"),
+                 "--batch-size", "0"]) == 2
+    assert "train.batch_size must be positive" in capsys.readouterr().err
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--preset", "tiny", "--out", str(out), "--data",
@@ -130,6 +137,8 @@ def test_plot_draws_the_curves(trained_run, tmp_path, capsys):
         assert image.format == "PNG" and image.width > 300
     assert main(["plot", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+    assert main(["plot", str(out), "-o", str(tmp_path / "nope" / "c.png")]) == 2
+    assert "no such folder" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")

@@ -137,6 +137,11 @@ def test_bad_sampling_settings_are_refused_by_name(tiny_model, sampling, message
                        **sampling)
 
 
+def test_a_caption_of_no_tokens_is_refused_not_defaulted(tiny_model):
+    with pytest.raises(UserError, match="max_new_tokens must be at least 1, got 0"):
+        tiny_model.caption(torch.rand(32, 32, 3).numpy(), max_new_tokens=0)
+
+
 def test_a_question_that_is_not_text_is_refused(tiny_model):
     with pytest.raises(UserError, match="the question must be text, got int"):
         tiny_model.ask(torch.rand(32, 32, 3).numpy(), 5)

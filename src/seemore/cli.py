@@ -257,7 +257,7 @@ def cmd_train(args) -> None:
         overrides.append(f"train.precision={args.precision}")
     if args.compile:
         overrides.append("train.compile=true")
-    if args.batch_size:
+    if args.batch_size is not None:
         overrides.append(f"train.batch_size={args.batch_size}")
     if args.track:
         overrides.append(f"train.track={args.track}")
@@ -515,7 +515,7 @@ def cmd_ask(args) -> None:
 def cmd_plot(args) -> None:
     from seemore.plot import plot_run
 
-    print(plot_run(args.run, args.out))
+    print(plot_run(args.run, args.out and _png_path(args.out, "plot")))
 
 
 def cmd_chat(args) -> None:

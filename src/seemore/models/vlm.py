@@ -166,8 +166,9 @@ class VLM(FolderModel):
     def caption(self, image, max_new_tokens: int | None = None, **sampling) -> str:
         """Describe one image (a path, a PIL image or an array), in up to caption_tokens
         tokens by default."""
-        return self.ask(image, CAPTION_PROMPT, max_new_tokens or self.caption_tokens,
-                        **sampling)
+        if max_new_tokens is None:
+            max_new_tokens = self.caption_tokens
+        return self.ask(image, CAPTION_PROMPT, max_new_tokens, **sampling)
 
     def complete(self, prompt: str, max_new_tokens: int = 200, **sampling) -> str:
         """The prompt and its continuation by the decoder alone, without an image (what a
