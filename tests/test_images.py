@@ -100,3 +100,14 @@ def test_squash_and_letterbox():
     assert load_image_tensor(tall, 16, "letterbox").shape == (3, 16, 16)
     with pytest.raises(UserError, match="unknown resize policy 'crop'"):
         resize(tall, 16, "crop")
+
+
+def test_float_arrays_are_0_to_1_and_others_are_refused():
+    """An array of 0-255 floats used to be clipped to 1.0: every pixel white, silently."""
+    assert load_image(np.full((8, 8, 3), 0.5)).getpixel((0, 0)) == (128, 128, 128)
+    with pytest.raises(UserError, match=r"float values from 200.0 to 200.0; expected 0 to 1"):
+        load_image(np.full((8, 8, 3), 200.0))
+    with pytest.raises(UserError, match=r"float values from -1.0 to 1.0; expected 0 to 1"):
+        load_image(np.linspace(-1, 1, 192).reshape(8, 8, 3))
+    with pytest.raises(UserError, match="not a number"):
+        load_image(np.full((8, 8, 3), np.nan))

@@ -90,7 +90,13 @@ def _from_array(a: np.ndarray, name: str) -> Image.Image:
     if a.dtype != np.uint8:
         if not np.issubdtype(a.dtype, np.floating):
             raise UserError(f"{name}: image array has dtype {a.dtype}; expected uint8 or float")
-        a = (np.clip(a, 0.0, 1.0) * 255).round().astype(np.uint8)
+        low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if np.isnan(low) or np.isnan(high):
+            raise UserError(f"{name}: image array has values that are not a number (NaN)")
+        if low < 0 or high > 1:
+            raise UserError(f"{name}: image array has float values from {low} to {high}; "
+                            f"expected 0 to 1 (or uint8 for 0 to 255)")
+        a = (a * 255).round().astype(np.uint8)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     return Image.fromarray(a)
