@@ -83,6 +83,17 @@ def test_answers_equal_the_models_own_whole_and_streamed(served):
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_max_completion_tokens_limits_the_answer_as_max_tokens_does(served):
+    """The openai client's newer name for max_tokens used to be ignored."""
+    _, client, _ = served
+    body = ask("describe the image.", scene())
+    reply = client.post("/v1/chat/completions", json={**body, "max_completion_tokens": 2})
+    assert reply.json()["usage"]["completion_tokens"] == 2
+    harmless = {"user": "me", "stream_options": None, "logprobs": False, "tools": [],
+                "response_format": {"type": "text"}, "presence_penalty": 0}
+    assert client.post("/v1/chat/completions", json={**body, **harmless}).status_code == 200
+
+
 def test_multi_turn_and_max_tokens(served):
     _, client, _ = served
     body = ask("what color is the circle?", scene())
@@ -144,6 +155,16 @@ BAD = {
     "n=2": ({**ask("hi", scene()), "n": 2}, 400, "n must be 1"),
     "bad temperature": ({**ask("hi", scene()), "temperature": "hot"}, 400, "temperature"),
     "no messages": ({"model": "tiny"}, 400, "messages must be"),
+    # what this server does not do is refused, not ignored
+    "logprobs": ({**ask("hi", scene()), "logprobs": True}, 400, "logprobs is not supported"),
+    "tools": ({**ask("hi", scene()), "tools": [{"type": "function", "function": {
+        "name": "f"}}]}, 400, "tools is not supported"),
+    "json mode": ({**ask("hi", scene()), "response_format": {"type": "json_object"}}, 400,
+                  "response_format is not supported"),
+    "a penalty": ({**ask("hi", scene()), "frequency_penalty": 0.5}, 400,
+                  "frequency_penalty is not supported"),
+    "two token limits": ({**ask("hi", scene()), "max_tokens": 3, "max_completion_tokens": 5},
+                         400, "max_tokens and max_completion_tokens differ"),
 }
 
 
@@ -251,6 +272,11 @@ def test_the_openai_client_talks_to_seemore_serve(run):
                            client.chat.completions.create(model="tiny", messages=messages,
                                                           stream=True))
         assert streamed == expected
+        chunks = list(client.chat.completions.create(
+            model="tiny", messages=messages, stream=True, max_completion_tokens=3,
+            stream_options={"include_usage": True}))
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens <= 3
+        assert all(chunk.usage is None for chunk in chunks[:-1])
         with pytest.raises(openai.BadRequestError, match="give one as an image_url"):
             client.chat.completions.create(model="tiny", messages=[
                 {"role": "user", "content": "what color is the circle?"}])

@@ -218,6 +218,10 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
                     yield chunk({}, "length")
                 finally:
                     done(new, job.reason or "cancelled")
+                if prompt.include_usage:  # as OpenAI sends it: no choices, the usage
+                    body = {"id": ident, "object": "chat.completion.chunk",
+                            "created": created, "model": name, "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(body)}\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")

@@ -43,6 +43,18 @@ class ChatPrompt:
     seed: int | None
     stop: list[str]
     stream: bool
+    include_usage: bool = False  # stream_options: a last chunk with the usage
+
+
+# OpenAI parameters that would change the answer and that this server does not implement,
+# with the values that leave them off: a request setting one is refused rather than
+# answered as if it had not (max_completion_tokens and stop are implemented)
+UNSUPPORTED = {
+    "logprobs": (None, False), "top_logprobs": (None, 0), "logit_bias": (None, {}),
+    "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
+    "response_format": (None, {"type": "text"}),
+    "frequency_penalty": (None, 0, 0.0), "presence_penalty": (None, 0, 0.0),
+}
 
 
 def _number(body: dict, key: str, kind: type, default, low: float, high: float):
@@ -140,9 +152,17 @@ def parse_chat(body: object, model, answers: bool, allow_dir: Path | None = None
         raise APIError(400, "messages must be a non-empty list of objects", "messages")
     if body.get("n", 1) != 1:
         raise APIError(400, "n must be 1", "n")
+    for key, off in UNSUPPORTED.items():
+        if body.get(key) not in off:
+            raise APIError(400, f"{key} is not supported by this server", key)
     context = model.config.decoder.max_seq_len
+    limits = {key: _number(body, key, int, None, 1, context)
+              for key in ("max_tokens", "max_completion_tokens")}
+    if None not in limits.values() and len(set(limits.values())) > 1:
+        raise APIError(400, "max_tokens and max_completion_tokens differ; give one",
+                       "max_completion_tokens")
     settings = dict(
-        max_tokens=_number(body, "max_tokens", int, 64, 1, context),
+        max_tokens=limits["max_completion_tokens"] or limits["max_tokens"] or 64,
         temperature=_number(body, "temperature", float, 0.0, 0, 2),
         top_p=_number(body, "top_p", float, None, 0, 1),
         seed=_number(body, "seed", int, None, 0, 2**63 - 1))
@@ -186,4 +206,8 @@ def parse_chat(body: object, model, answers: bool, allow_dir: Path | None = None
     if len(ids) >= context:
         raise APIError(400, f"the prompt is {len(ids)} tokens; the model's context is "
                             f"{context}", "messages")
-    return ChatPrompt(ids, pixels, stop=stop, stream=bool(body.get("stream")), **settings)
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise APIError(400, "stream_options must be an object", "stream_options")
+    return ChatPrompt(ids, pixels, stop=stop, stream=bool(body.get("stream")),
+                      include_usage=bool(options.get("include_usage")), **settings)
