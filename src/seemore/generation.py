@@ -72,12 +72,18 @@ def cache_window(filled: int, length: int) -> int:
     return min(length, max(64, 1 << (filled - 1).bit_length()))
 
 
-def _decode_step(decoder, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                 pos: torch.Tensor) -> torch.Tensor:
-    """One cached step: logits (B, vocab) of the newest tokens' embeddings x (B, 1, D),
-    written into the cache at index pos (a 1-element tensor, so every step has the same
-    shapes and a compiled step is reused). mask (B, 1, 1, W), additive: the first W cache
-    slots, the ones the step reads (see cache_window)."""
+def _decode_step(decoder, ids: torch.Tensor, extra: torch.Tensor | None,
+                 positions: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+                 ) -> torch.Tensor:
+    """One cached step: logits (B, vocab) after the newest tokens ids (B, 1). They are
+    embedded here, so that a compiled step does it inside its graph
+    (README, "Where the time goes"), plus extra when given (drawing: the step's code
+    position embedding), and written into the cache at index pos (a 1-element tensor, so
+    every step has the same shapes and a compiled step is reused). mask (B, 1, 1, W),
+    additive: the first W cache slots, the ones the step reads (see cache_window)."""
+    x = decoder.embed(ids)
+    if extra is not None:
+        x = x + extra
     return decoder(x, positions, mask, pos)[:, -1]
 
 
@@ -172,17 +178,20 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                 done |= nxt == tok.eos_id
             if done.all() or i == max_new_tokens - 1:
                 return
-            x_new = decoder.embed(nxt[:, None])  # (B, 1, D)
-            if step_embeddings is not None:
-                x_new = x_new + step_embeddings[i]
+            extra = None if step_embeddings is None else step_embeddings[i]
             position = positions[:, -1:] + 1  # (B, 1)
-            positions = torch.cat([positions, position], dim=1)
             if use_cache:
+                positions = position
                 keys[:, longest + i] = 0
                 pos = torch.tensor([longest + i], device=device)
                 window = cache_window(longest + i + 1, length)
-                logits = step(decoder, x_new, position, keys[:, None, None, :window], pos)
+                logits = step(decoder, nxt[:, None], extra, position,
+                              keys[:, None, None, :window], pos)
             else:
+                x_new = decoder.embed(nxt[:, None])  # (B, 1, D)
+                if extra is not None:
+                    x_new = x_new + extra
+                positions = torch.cat([positions, position], dim=1)
                 valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], 1)
                 x = torch.cat([x, x_new], dim=1)
                 mask = _attention_mask(valid, x.shape[1]) if padded else None
