@@ -112,12 +112,13 @@ def main() -> None:
     decoder, B, L = model.decoder, args.decode_batch, args.context + 1
     step = compiled_step(decoder) if args.compile else _decode_step
     decoder.setup_cache(B, L, torch.float32)
-    x = torch.randn(B, 1, decoder.config.dim)
+    ids = torch.randint(decoder.config.vocab_size, (B, 1))
     position = torch.full((B, 1), args.context)
     keys = torch.zeros(B, 1, 1, L)  # every slot seen, added to the scores as generate does
     pos = torch.tensor([args.context])
     with torch.inference_mode():
-        wall, shares = breakdown(lambda: step(decoder, x, position, keys, pos), args.steps * 20)
+        wall, shares = breakdown(lambda: step(decoder, ids, None, position, keys, pos),
+                                 args.steps * 20)
     decoder.clear_cache()
     decode = show(f"decode step (batch {B}, {args.context} cached positions, fp32)", wall,
                   shares)
