@@ -112,6 +112,13 @@ def test_a_zero_batch_size_flag_is_refused_not_ignored(tmp_path, capsys):
     assert "train.batch_size must be positive" in capsys.readouterr().err
 
 
+def test_an_image_size_the_world_cannot_draw_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"),
+                 "model.vision.image_size=8", "model.vision.patch_size=4"]) == 2
+    assert "model.vision.image_size must be at least 16 for the shapes world, got 8" in (
+        capsys.readouterr().err)
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--preset", "tiny", "--out", str(out), "--data",

@@ -56,6 +56,10 @@ def test_tasks_per_image_0_means_every_task_of_the_run():
     ("train.eval_scenes=0", "train.eval_scenes must be >= 1"),
     ("train.final_eval_scenes=-1", r"train.final_eval_scenes must be >= 0 \(0: none\)"),
     ("train.eval_every=-1", r"train.eval_every must be >= 0 \(0: none\)"),
+    ("model.decoder.dim=0", "decoder.dim must be >= 1, got 0"),
+    ("model.vision.patch_size=0", "vision.patch_size must be >= 1, got 0"),
+    ("model.decoder.n_layers=-1", "decoder.n_layers must be >= 0, got -1"),
+    ("train.grad_clip=-1", r"train.grad_clip must be >= 0 \(0: no clipping\), got -1"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

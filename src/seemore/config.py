@@ -60,6 +60,7 @@ class VisionConfig:
     image_std: tuple[float, float, float] = (0.14, 0.11, 0.11)
 
     def __post_init__(self) -> None:
+        _check_sizes("vision", self, ("image_size", "patch_size", "dim", "n_heads"))
         _check(self.image_size % self.patch_size == 0,
                f"vision.image_size ({self.image_size}) must be a multiple of "
                f"vision.patch_size ({self.patch_size})")
@@ -129,6 +130,9 @@ class DecoderConfig:
     qk_norm: bool = False  # RMS-normalise query and key heads (see layers/attention.py)
 
     def __post_init__(self) -> None:
+        _check_sizes("decoder", self, ("dim", "n_heads", "max_seq_len"))
+        _check(self.n_kv_heads >= 0, f"decoder.n_kv_heads must be >= 0 (0: decoder.n_heads), "
+                                     f"got {self.n_kv_heads}")
         _check(self.dim % self.n_heads == 0,
                f"decoder.dim ({self.dim}) must be divisible by decoder.n_heads ({self.n_heads})")
         _check((self.dim // self.n_heads) % 2 == 0, "decoder head width must be even for RoPE")
@@ -413,6 +417,8 @@ class TrainConfig:
                                              f"{self.track!r}")
         _check(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
                "train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
+        _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0: no clipping), got "
+                                    f"{self.grad_clip:g}")
         _check(self.eval_every >= 0, f"train.eval_every must be >= 0 (0: none), got "
                                      f"{self.eval_every}")
         _check(self.eval_scenes >= 1, f"train.eval_scenes must be >= 1, got {self.eval_scenes}")
@@ -463,6 +469,16 @@ class Config:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
+
+
+def _check_sizes(part: str, c, positive: tuple[str, ...]) -> None:
+    """A network's sizes: the positive ones, n_layers and hidden_dim (0: dim * mlp_ratio)
+    of 0 or more, a positive mlp_ratio; before anything divides by them."""
+    for key in positive:
+        _check(getattr(c, key) >= 1, f"{part}.{key} must be >= 1, got {getattr(c, key)}")
+    _check(c.n_layers >= 0, f"{part}.n_layers must be >= 0, got {c.n_layers}")
+    _check(c.hidden_dim >= 0 and c.mlp_ratio > 0, f"{part}.hidden_dim must be >= 0 and "
+                                                  f"{part}.mlp_ratio positive")
 
 
 def _build(cls, d: dict, prefix: str):

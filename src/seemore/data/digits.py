@@ -82,7 +82,8 @@ class Digits:
 
     def __init__(self, image_size: int = 64):
         if image_size < 8:
-            raise ValueError(f"digits image_size must be at least 8, got {image_size}")
+            raise UserError(f"model.vision.image_size must be at least 8 for the digits, got "
+                            f"{image_size}")
         self.image_size = image_size
 
     def __len__(self) -> int:

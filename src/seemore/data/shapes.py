@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seemore.data.labelled import Labelled
+from seemore.errors import UserError
 
 COLORS = {
     "red": (220, 40, 40),
@@ -85,7 +86,8 @@ class ShapesWorld:
 
     def __init__(self, image_size: int = 64):
         if image_size < 16:
-            raise ValueError(f"shapes world image_size must be at least 16, got {image_size}")
+            raise UserError(f"model.vision.image_size must be at least 16 for the shapes "
+                            f"world, got {image_size}")
         self.image_size = image_size
 
     # --- scenes ---------------------------------------------------------------------------

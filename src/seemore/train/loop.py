@@ -189,7 +189,8 @@ def optimizer_step(batches, replica, loss_of, optimizer, scaler, config: Config,
             scaler.scale(micro_loss).backward()
         loss += micro_loss.detach()
     scaler.unscale_(optimizer)  # clip the true gradients
-    grad_norm = torch.nn.utils.clip_grad_norm_(replica.parameters(), t.grad_clip)
+    # grad_clip 0: no clipping, the norm still measured for the log
+    grad_norm = torch.nn.utils.clip_grad_norm_(replica.parameters(), t.grad_clip or math.inf)
     scaler.step(optimizer)  # skipped when fp16 gradients overflowed
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
