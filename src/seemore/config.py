@@ -377,7 +377,7 @@ class TrainConfig:
     cooldown: float = 0.2
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # the largest gradient norm; 0: no clipping
     # auto: bf16 autocast where the hardware runs it fast, else fp32; bf16; fp16 (autocast
     # with a gradient scaler, for GPUs without bf16); fp32
     precision: str = "auto"
