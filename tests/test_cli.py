@@ -119,6 +119,15 @@ def test_an_image_size_the_world_cannot_draw_is_a_clear_error(tmp_path, capsys):
         capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("flag", [["--out", "elsewhere"], ["--preset", "tiny"],
+                                  ["--recipe", "clip"]])
+def test_resume_refuses_the_flags_it_would_ignore(trained_run, capsys, flag):
+    """--resume continues the run in place with its own config; these were dropped."""
+    out, _ = trained_run
+    assert main(["train", "--resume", str(out), *flag]) == 2
+    assert f"{flag[0]} does not apply" in capsys.readouterr().err
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--preset", "tiny", "--out", str(out), "--data",

@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a built-in dataset",
                        epilog=_override_help(), formatter_class=argparse.RawTextHelpFormatter)
     p.set_defaults(func=cmd_train)
-    p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
-    p.add_argument("--recipe", default="end-to-end",
+    p.add_argument("--preset", default=None,
+                   help=f"one of: {', '.join(PRESETS)} (default: default)")
+    p.add_argument("--recipe", default=None,
                    help=f"one of: {', '.join(RECIPES)} (default: end-to-end)")
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET-TIME)")
     p.add_argument("--resume", default=None, metavar="RUN",
@@ -269,13 +270,19 @@ def cmd_train(args) -> None:
         overrides.append(f"data.image_column={args.image_column}")
     if args.text:  # every stage, so that all of them build the same tokenizer
         overrides.append(f"data.text_file={args.text}")
+    recipe = args.recipe or "end-to-end"
     if args.resume:
+        for flag, value in (("--out", args.out), ("--preset", args.preset),
+                            ("--recipe", args.recipe)):
+            if value is not None:
+                raise UserError(f"--resume continues {args.resume} in place with its own "
+                                f"config: {flag} does not apply (key=value overrides do)")
         out = Path(args.resume)
         stages = [resumed_stage(out, overrides)]
     else:
-        preset = get_preset(args.preset)
+        preset = get_preset(args.preset or "default")
         out = Path(args.out or f"runs/{preset.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-        stages = plan(args.recipe, preset, overrides, out)
+        stages = plan(recipe, preset, overrides, out)
     for stage in stages:
         if (stage.folder / "model.safetensors").exists() and not args.resume:
             raise UserError(f"{stage.folder} already holds a trained model; choose another --out")
@@ -293,7 +300,7 @@ def cmd_train(args) -> None:
         print(f"stage {stage.name!r} trained in {timings[-1]['seconds']:.0f}s")
     if len(stages) > 1:
         (out / "recipe.json").write_text(json.dumps(
-            {"recipe": args.recipe, "stages": timings}, indent=2) + "\n")
+            {"recipe": recipe, "stages": timings}, indent=2) + "\n")
     final = stages[-1]
     if final.config.train.final_eval_scenes:
         run_eval(model, final.folder, final.config.train.final_eval_scenes)
