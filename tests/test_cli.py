@@ -128,6 +128,14 @@ def test_resume_refuses_the_flags_it_would_ignore(trained_run, capsys, flag):
     assert f"{flag[0]} does not apply" in capsys.readouterr().err
 
 
+def test_a_data_sample_of_no_images_is_refused(trained_run, capsys):
+    """caption/ask --data SOURCE -n 0 used to print nothing and exit 0."""
+    out, _ = trained_run
+    for command in ("caption", "ask"):
+        assert main([command, str(out), "--data", "shapes", "-n", "0"]) == 2
+        assert "-n must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--preset", "tiny", "--out", str(out), "--data",

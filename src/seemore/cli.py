@@ -462,6 +462,8 @@ def _test_examples(model, args, wanted) -> list:
 
     if not args.data:
         return []
+    if args.n < 1:
+        raise UserError(f"-n must be at least 1, got {args.n}")
     data = dataset_of(_with_data(model.run, args))
     found = []
     for name, source in members(data).items():
