@@ -325,6 +325,13 @@ def test_seemore_chat_holds_a_conversation(run, tmp_path, monkeypatch, capsys):
     assert any(line.startswith("error: ") and "missing.png" in line for line in out)
 
 
+def test_seemore_chat_refuses_bad_sampling_before_the_first_question(run, tmp_path, capsys):
+    """It used to answer every question with the same error."""
+    scene(0).save(tmp_path / "a.png")
+    assert main(["chat", str(run), str(tmp_path / "a.png"), "--temperature", "-1"]) == 2
+    assert "temperature must be 0 (greedy) or more" in capsys.readouterr().err
+
+
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:

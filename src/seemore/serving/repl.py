@@ -9,7 +9,7 @@ import torch
 
 from seemore.data.images import load_image_tensor
 from seemore.errors import UserError
-from seemore.generation import generate
+from seemore.generation import check_sampling, generate
 from seemore.serving.chat import conversation_ids
 
 HELP = "ask about the image; /image PATH switches it, /quit ends"
@@ -41,8 +41,11 @@ def answer(model, pixels: torch.Tensor, turns: list[tuple[str, str]], write: Cal
 
 
 def chat(model, image, read: Callable[[str], str] = input, write: Callable = print,
-         **sampling) -> None:
+         max_new_tokens: int = 128, **sampling) -> None:
     """The conversation loop: read a line, answer it, until /quit or the end of input."""
+    check_sampling(max_new_tokens, sampling.get("temperature", 0.0), sampling.get("top_k"),
+                   sampling.get("top_p"))  # once, rather than an error for every question
+
     def out(text: str) -> None:
         write(text, end="", flush=True)
 
@@ -71,7 +74,8 @@ def chat(model, image, read: Callable[[str], str] = input, write: Callable = pri
             continue
         try:
             turns.append(("user", line))
-            turns.append(("assistant", answer(model, pixels, turns, out, **sampling)))
+            turns.append(("assistant", answer(model, pixels, turns, out, max_new_tokens,
+                                              **sampling)))
         except UserError as e:
             turns = turns[:-1]
             write(f"error: {e}")
