@@ -54,7 +54,9 @@ def _decode(decoder, last: torch.Tensor, position: torch.Tensor, mask: torch.Ten
             ) -> torch.Tensor:
     """One batched decode step: logits (B, vocab) after the rows' newest tokens last (B, 1),
     each written into its cache slot at its position (B,); mask (B, 1, 1, W), additive,
-    hides the unwritten ones of the W slots read."""
+    hides the unwritten ones of the W slots read. (generation._decode_step's twin, but one
+    position tensor serves as both the RoPE positions and the cache index: given the (B, 1)
+    view as an input of its own, the compiled step with a dynamic batch ran slower.)"""
     return decoder(decoder.embed(last), position[:, None], mask, position)[:, -1]
 
 
