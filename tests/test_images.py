@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seemore.data.images import load_image, load_image_tensor, resize
+from seemore.data.images import load_image, load_image_tensor, resize, to_tensor
 from seemore.errors import UserError
 
 
@@ -111,3 +111,31 @@ def test_float_arrays_are_0_to_1_and_others_are_refused():
         load_image(np.linspace(-1, 1, 192).reshape(8, 8, 3))
     with pytest.raises(UserError, match="not a number"):
         load_image(np.full((8, 8, 3), np.nan))
+
+
+def photo(width: int = 2000, height: int = 1500) -> Image.Image:
+    """A real-sized photo-like image: smooth gradients and waves under sensor noise."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([np.sin(x / 50) * 60 + np.cos(y / 70) * 60 + 128, x / width * 255,
+                       y / height * 255], -1) + rng.normal(0, 8, (height, width, 3))
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("policy", ["squash", "letterbox"])
+def test_a_large_jpeg_decodes_only_as_large_as_the_model_needs(policy):
+    """A 2000x1500 JPEG (about 1 MB) for a 64-pixel model decodes at 1/8 scale, still at
+    least 64 pixels a side, and the model's input is within a few levels of the one made
+    from the full decode."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: 1500x2000
+    data = encode(photo(), "JPEG", quality=92, exif=exif.tobytes())
+    assert len(data) > 500_000
+    assert load_image(data).size == (1500, 2000)
+    assert load_image(data, size=64).size == (188, 250)
+    assert load_image(data, size=200).size == (375, 500)  # 1/4: 1/8 would leave 188 < 200
+    full = resize(load_image(data), 64, policy)
+    quick = load_image_tensor(data, 64, policy)
+    difference = (quick - to_tensor(np.asarray(full))).abs()
+    assert difference.mean() < 2 / 255 and difference.max() < 12 / 255
+    assert load_image(encode(photo(), "PNG"), size=64).size == (2000, 1500)  # JPEG only

@@ -66,7 +66,7 @@ class _Decode(Dataset):
     def __getitem__(self, i: int) -> np.ndarray | str:
         record = self.records[i]
         try:
-            image = load_image(record.image_source(), name=record.location)
+            image = load_image(record.image_source(), record.location, self.image_size)
         except UserError as e:
             return str(e).removeprefix(f"{record.location}: ")
         return np.asarray(resize(image, self.image_size, self.policy))

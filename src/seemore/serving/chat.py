@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from seemore.data.images import load_image, load_image_tensor
+from seemore.data.images import load_image_tensor
 from seemore.errors import UserError
 from seemore.prompt import question_ids
 from seemore.tokenizer import Tokenizer
@@ -198,8 +198,8 @@ def parse_chat(body: object, model, answers: bool, allow_dir: Path | None = None
             if image is None:
                 raise APIError(400, "this model answers about an image: give one as an "
                                     "image_url part", "messages")
-            pixels = load_image_tensor(load_image(image, name),
-                                       model.config.vision.image_size, model.resize)
+            pixels = load_image_tensor(image, model.config.vision.image_size, model.resize,
+                                       name)
             ids = conversation_ids(tok, model.config.n_visual_tokens, turns)
     except UserError as e:
         raise APIError(400, str(e), "messages") from None
