@@ -16,10 +16,11 @@ folder. For each format and 0 or 2 DataLoader workers:
 and the default preset's training step on the same batches, samples/s (bf16 where the
 training loop would use it). Medians of --repeats timings.
 
-Then, for each size in --photo-gb, a base64 CSV of full-size photos (1024x1024 PNGs of
-random colour fields with noise, 2-3 MB each, cycling through --distinct-photos of them
-with a caption per row) is written and, in a fresh process each: opened (`seemore data
-check`'s reading and decoding of every row), then trained on for --photo-steps steps of
+Then, for each size in --photo-gb, a base64 CSV of full-size photos (1024x1024 images of
+random colour fields with noise, as PNGs of 2-3 MB each or, with --photo-format jpeg,
+JPEGs of about 0.5 MB, cycling through --distinct-photos of them with a caption per row)
+is written and, in a fresh process each: opened (`seemore data check`'s reading and
+decoding of every row), then trained on for --photo-steps steps of
 the default preset. Reported: peak RSS, seconds to open (and per GB), seconds to the end
 of the first step, and training samples/s, against the same loop on the shapes world.
 """
@@ -62,8 +63,9 @@ def loader(data: UserDataset, model, workers: int, batches: int) -> DataLoader:
                       collate_fn=partial(collate, pad_id=model.tokenizer.pad_id))
 
 
-def photo_csv(path: Path, gigabytes: float, distinct: int) -> int:
-    """A base64 CSV of about `gigabytes` of 1024x1024 PNG photos; returns its rows."""
+def photo_csv(path: Path, gigabytes: float, distinct: int, fmt: str) -> int:
+    """A base64 CSV of about `gigabytes` of 1024x1024 photos in fmt (PNG or JPEG); returns
+    its rows."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:1024, 0:1024] / 1024
     photos = []
@@ -72,7 +74,7 @@ def photo_csv(path: Path, gigabytes: float, distinct: int) -> int:
         field = np.stack([a + (b - a) * x, b + (c - b) * y, c + (a - c) * x * y], -1)
         pixels = (field + rng.normal(0, 25, field.shape)).clip(0, 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "PNG")
+        Image.fromarray(pixels).save(buffer, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
         photos.append(base64.b64encode(buffer.getvalue()).decode())
     rows, written = 0, 0
     with open(path, "w") as f:
@@ -122,7 +124,7 @@ def in_a_process(dataset: str, steps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def large_csvs(sizes: list[float], distinct: int, steps: int, tmp: Path) -> dict:
+def large_csvs(sizes: list[float], distinct: int, steps: int, fmt: str, tmp: Path) -> dict:
     figures = {}
     shapes = in_a_process("shapes", steps)
     figures["shapes_samples_per_s"] = shapes["samples_per_s"]
@@ -130,14 +132,14 @@ def large_csvs(sizes: list[float], distinct: int, steps: int, tmp: Path) -> dict
           f"{shapes['peak_rss_mb']} MB")
     for gb in sizes:
         path = tmp / f"photos-{gb}gb.csv"
-        rows = photo_csv(path, gb, distinct)
+        rows = photo_csv(path, gb, distinct, fmt)
         result = in_a_process(str(path), steps)
         path.unlink()
         name = f"csv_{gb}gb"
         figures.update({f"{name}_{k}": v for k, v in result.items()})
         figures[f"{name}_rows"] = rows
         figures[f"{name}_open_s_per_gb"] = round(result["open_s"] / gb, 1)
-        print(f"base64 CSV of {gb} GB ({rows} photos): peak RSS {result['peak_rss_mb']} MB, "
+        print(f"base64 CSV of {gb} GB ({rows} {fmt} photos): peak RSS {result['peak_rss_mb']} MB, "
               f"open {result['open_s']:.1f} s ({result['open_s'] / gb:.0f} s per GB), "
               f"first step done at {result['first_step_s']:.1f} s, "
               f"{result['samples_per_s']:.0f} samples/s")
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--photo-gb", default="0.1,1,5",
                         help="sizes of the base64 photo CSVs, in GB (empty: none)")
     parser.add_argument("--distinct-photos", type=int, default=50)
+    parser.add_argument("--photo-format", choices=["png", "jpeg"], default="png")
     parser.add_argument("--photo-steps", type=int, default=10,
                         help="training steps on each photo CSV")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one dataset, in this process
@@ -206,7 +209,9 @@ def main() -> None:
         figures["slowest_pipeline_over_step"] = round(slowest / step_rate, 2)
         print(f"slowest pipeline: {slowest / step_rate:.1f}x the training step")
         sizes = [float(gb) for gb in args.photo_gb.split(",") if gb]
-        figures.update(large_csvs(sizes, args.distinct_photos, args.photo_steps, Path(tmp)))
+        figures["photo_format"] = args.photo_format
+        figures.update(large_csvs(sizes, args.distinct_photos, args.photo_steps,
+                                  args.photo_format.upper(), Path(tmp)))
     emit({**figures, **machine()})
 
 

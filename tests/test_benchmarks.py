@@ -58,9 +58,10 @@ def test_bench_moe():
 def test_bench_data():
     figures = run_benchmark("bench_data.py", "--images", "12", "--batches", "1",
                             "--repeats", "1", "--photo-gb", "0.005", "--distinct-photos", "2",
-                            "--photo-steps", "2")
+                            "--photo-steps", "2", "--photo-format", "jpeg")
     assert figures["slowest_pipeline_over_step"] > 0
     assert figures["csv_0.005gb_rows"] >= 2 and figures["csv_0.005gb_peak_rss_mb"] > 0
+    assert figures["photo_format"] == "jpeg"
 
 
 @pytest.fixture(scope="module")
