@@ -136,6 +136,27 @@ def test_a_data_sample_of_no_images_is_refused(trained_run, capsys):
         assert "-n must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_a_rate_under_min_lr_is_refused_before_any_stage_but_old_models_load(
+        trained_run, tmp_path, capsys):
+    """train.lr=5e-5 under the default min_lr of 1e-4 used to train with a rate that
+    climbed to 1e-4. A model saved with such a config still loads and answers."""
+    out = tmp_path / "r"
+    assert main(["train", "--preset", "tiny", "--out", str(out), "--recipe", "llava",
+                 "instruct.train.lr=5e-5"]) == 2
+    assert ("train.min_lr (0.0001) must be at most train.lr (5e-05), where the schedule "
+            "decays to; set train.min_lr too") in capsys.readouterr().err
+    assert not out.exists()  # refused before the first stage trained
+    run_folder, _ = trained_run
+    config = json.loads((run_folder / "config.json").read_text())
+    config["train"]["lr"] = 2e-5  # as the pretrained recipe's instruct stage saved it
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("model.safetensors", "tokenizer.json"):
+        (old / name).write_bytes((run_folder / name).read_bytes())
+    (old / "config.json").write_text(json.dumps(config))
+    assert seemore.load(old).config == seemore.load(run_folder).config
+
+
 def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--preset", "tiny", "--out", str(out), "--data",

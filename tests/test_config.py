@@ -60,6 +60,18 @@ def test_tasks_per_image_0_means_every_task_of_the_run():
     ("model.vision.patch_size=0", "vision.patch_size must be >= 1, got 0"),
     ("model.decoder.n_layers=-1", "decoder.n_layers must be >= 0, got -1"),
     ("train.grad_clip=-1", r"train.grad_clip must be >= 0 \(0: no clipping\), got -1"),
+    # each of these used to train: warmup and decay of the wrong sign, a rate that climbs,
+    # or a ZeroDivisionError at the first log
+    ("train.warmup_steps=-5", "train.warmup_steps must be >= 0, got -5"),
+    ("train.weight_decay=-1", "train.weight_decay must be >= 0, got -1"),
+    ("train.min_lr=-1", "train.min_lr must be >= 0, got -1"),
+    ("train.lr=inf", "train.lr must be positive"),
+    ("train.betas=0.9,1.5", "train.betas must be two numbers in \\[0, 1\\), such as 0.9,0.98; "
+                            "got 0.9,1.5"),
+    ("train.betas=0.9", "train.betas must be two numbers"),
+    ("train.betas=[0.9,0.98]", "expected float values separated by commas, such as "
+                               "train.betas=a,b"),
+    ("train.log_every=0", "train.log_every must be >= 1, got 0"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

@@ -7,7 +7,8 @@ from seemore import load
 from seemore.cli import main
 from seemore.config import get_preset
 from seemore.data.datasets import task_names
-from seemore.recipes import plan
+from seemore.recipes import RECIPES, plan
+from seemore.train.loop import learning_rate
 
 
 def test_stage_overrides_apply_to_their_stage_only(tmp_path):
@@ -20,6 +21,16 @@ def test_stage_overrides_apply_to_their_stage_only(tmp_path):
     assert align.init_from == (str(tmp_path / "1-text"),)
     assert align.vision_from == str(tmp_path / "2-clip")
     assert align.freeze == ("vision", "decoder") and stages[2].config.data.tasks == ("caption",)
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_stage_decays_from_its_peak_rate(recipe, tmp_path):
+    """The pretrained recipe's instruct stage set train.lr=2e-5 under the default min_lr of
+    1e-4, so its cosine climbed to five times the rate it named."""
+    for stage in plan(recipe, get_preset("default"), [], tmp_path):
+        t = stage.config.train
+        rates = [learning_rate(step, stage.config) for step in range(t.steps)]
+        assert max(rates) == pytest.approx(t.lr) and rates[-1] <= rates[t.warmup_steps]
 
 
 def test_llava_recipe_chains_its_stages_and_keeps_frozen_parts(tmp_path, capsys):

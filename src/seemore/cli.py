@@ -283,7 +283,8 @@ def cmd_train(args) -> None:
         preset = get_preset(args.preset or "default")
         out = Path(args.out or f"runs/{preset.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
         stages = plan(recipe, preset, overrides, out)
-    for stage in stages:
+    for stage in stages:  # before the first stage trains
+        stage.config.train.check_schedule()
         if (stage.folder / "model.safetensors").exists() and not args.resume:
             raise UserError(f"{stage.folder} already holds a trained model; choose another --out")
     timings, model = [], None

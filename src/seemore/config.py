@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,8 +412,17 @@ class TrainConfig:
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of "
                                            f"{', '.join(SCHEDULES)}, got {self.schedule!r}")
         _check(0 < self.cooldown <= 1, f"train.cooldown must be in (0, 1], got {self.cooldown}")
-        _check(self.lr > 0 and self.vision_lr >= 0,
+        _check(0 < self.lr < math.inf and 0 <= self.vision_lr < math.inf,
                "train.lr must be positive and train.vision_lr positive or 0 (0: train.lr)")
+        _check(self.min_lr >= 0, f"train.min_lr must be >= 0, got {self.min_lr:g}")
+        _check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got "
+                                       f"{self.warmup_steps}")
+        _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got "
+                                       f"{self.weight_decay:g}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+               f"train.betas must be two numbers in [0, 1), such as 0.9,0.98; got "
+               f"{','.join(f'{b:g}' for b in self.betas)}")
+        _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         _check(self.track in ("", "mlflow"), f"train.track must be mlflow or empty, got "
                                              f"{self.track!r}")
         _check(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
@@ -430,6 +440,15 @@ class TrainConfig:
                f"train.precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+    def check_schedule(self) -> None:
+        """Refuse a min_lr above lr, where the schedule would climb to min_lr instead of
+        decaying to it. Checked when a run starts rather than in every config: models
+        trained before the check (the pretrained recipe's instruct stage had lr 2e-5 under
+        the default min_lr of 1e-4) still load."""
+        _check(self.min_lr <= self.lr, f"train.min_lr ({self.min_lr:g}) must be at most "
+                                       f"train.lr ({self.lr:g}), where the schedule decays "
+                                       f"to; set train.min_lr too")
 
 
 @dataclass(frozen=True)
@@ -598,6 +617,10 @@ def _parse_value(key: str, text: str, hint):
             return tuple(inner(x) for x in text.split(",")) if text else ()
         return hint(text)
     except ValueError:
+        if typing.get_origin(hint) is tuple:
+            raise UserError(f"override {key}={text!r}: expected "
+                            f"{typing.get_args(hint)[0].__name__} values separated by "
+                            f"commas, such as {key}=a,b") from None
         raise UserError(f"override {key}={text!r}: expected a value of type "
                         f"{getattr(hint, '__name__', hint)}") from None
 

@@ -83,12 +83,13 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
         Stage("instruct", (*FIRST_DEFAULT, "train.freeze=vision", "train.steps=500"),
               init_from=("align",)),
     ),
-    # LLaVA-1.5's rates: 1e-3 for the projector alone, 2e-5 once the decoder trains with it
+    # LLaVA-1.5's rates: 1e-3 for the projector alone, 2e-5 once the decoder trains with it,
+    # each decaying by cosine, the second to 0 (the default min_lr is above it)
     "pretrained": (
         Stage("align", ("data.tasks=caption", "train.freeze=vision,decoder", "train.steps=300",
                         "train.lr=1e-3", "train.vision_lr=0", "train.schedule=cosine")),
         Stage("instruct", ("train.freeze=vision", "train.steps=600", "train.lr=2e-5",
-                           "train.vision_lr=0", "train.schedule=cosine"),
+                           "train.min_lr=0", "train.vision_lr=0", "train.schedule=cosine"),
               init_from=("align",)),
     ),
     "vq": (Stage("vq", VQ),),

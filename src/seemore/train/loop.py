@@ -233,6 +233,7 @@ def train(config: Config, out_dir: str | Path, progress: bool = True,
     would reach (train/checkpoint.py). Under torchrun, every process trains its shard of
     each batch (train/distributed.py) and the first one writes everything."""
     t, objective, out_dir = config.train, objective_of(config), Path(out_dir)
+    t.check_schedule()
     device, world = place(t)
     keep_freed_memory()  # the steps reuse their buffers instead of faulting in fresh pages
     torch.manual_seed(t.seed)
