@@ -112,6 +112,15 @@ def test_a_zero_batch_size_flag_is_refused_not_ignored(tmp_path, capsys):
     assert "train.batch_size must be positive" in capsys.readouterr().err
 
 
+def test_a_vocabulary_size_the_tokenizer_overrides_is_refused(tmp_path, capsys):
+    """model.decoder.vocab_size=10 used to be replaced by the tokenizer's size, silently."""
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"),
+                 "model.decoder.vocab_size=10"]) == 2
+    err = capsys.readouterr().err
+    assert "model.decoder.vocab_size is the size of the run's tokenizer" in err
+    assert "it cannot be overridden" in err
+
+
 def test_an_image_size_the_world_cannot_draw_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"),
                  "model.vision.image_size=8", "model.vision.patch_size=4"]) == 2

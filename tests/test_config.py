@@ -72,6 +72,14 @@ def test_tasks_per_image_0_means_every_task_of_the_run():
     ("train.betas=[0.9,0.98]", "expected float values separated by commas, such as "
                                "train.betas=a,b"),
     ("train.log_every=0", "train.log_every must be >= 1, got 0"),
+    # these trained on, to NaN or a network with nothing in it, or failed deep inside
+    ("model.clip.text_heads=0", "clip.text_heads must be >= 1, got 0"),
+    ("model.decoder.rope_base=0", "decoder.rope_base must be above 1, got 0"),
+    ("model.decoder.norm_eps=-1", "decoder.norm_eps must be >= 0"),
+    ("model.decoder.mlp_ratio=0.001", r"decoder.mlp_ratio \(0.001\) leaves the MLP no hidden "
+                                      "units at decoder.dim 64"),
+    ("model.vision.image_mean=0.5,0.5", "must be three numbers each"),
+    ("model.vision.image_std=0,0,0", "the standard deviations positive"),
 ])
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(UserError, match=message):

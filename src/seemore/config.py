@@ -71,6 +71,10 @@ class VisionConfig:
         _check(self.stem in ("patch", "conv"),
                f"vision.stem must be 'patch' or 'conv', got {self.stem!r}")
         _check(self.mlp in MLPS, f"vision.mlp must be one of {MLPS}, got {self.mlp!r}")
+        _check(len(self.image_mean) == 3 and len(self.image_std) == 3
+               and all(s > 0 for s in self.image_std),
+               "vision.image_mean and vision.image_std must be three numbers each (red, "
+               "green, blue), the standard deviations positive")
         p = self.patch_size
         _check(self.stem == "patch" or (p >= 2 and p & (p - 1) == 0),
                f"vision.stem='conv' needs a power-of-two vision.patch_size, got {p}")
@@ -107,8 +111,10 @@ class ProjectorConfig:
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """The decoder-only language model. vocab_size 0 means: take it from the tokenizer."""
+    """The decoder-only language model."""
 
+    # the run's tokenizer's size, set when a run starts (a saved model's config holds it);
+    # not a setting (DERIVED, below)
     vocab_size: int = 0
     dim: int = 128
     n_layers: int = 4
@@ -143,6 +149,7 @@ class DecoderConfig:
         _check(self.norm in NORMS, f"decoder.norm must be one of {NORMS}, got {self.norm!r}")
         _check(self.mlp in MLPS, f"decoder.mlp must be one of {MLPS}, got {self.mlp!r}")
         _check(self.bias in BIASES, f"decoder.bias must be one of {BIASES}, got {self.bias!r}")
+        _check(self.rope_base > 1, f"decoder.rope_base must be above 1, got {self.rope_base:g}")
 
     @property
     def kv_heads(self) -> int:
@@ -168,6 +175,9 @@ class ClipConfig:
     loss: str = "infonce"  # "infonce" (CLIP) or "sigmoid" (SigLIP)
 
     def __post_init__(self) -> None:
+        for key in ("text_dim", "text_heads", "text_max_len", "embed_dim"):
+            _check(getattr(self, key) >= 1, f"clip.{key} must be >= 1, got {getattr(self, key)}")
+        _check(self.text_layers >= 0, f"clip.text_layers must be >= 0, got {self.text_layers}")
         _check(self.text_dim % self.text_heads == 0,
                f"clip.text_dim ({self.text_dim}) must be divisible by clip.text_heads "
                f"({self.text_heads})")
@@ -498,6 +508,10 @@ def _check_sizes(part: str, c, positive: tuple[str, ...]) -> None:
     _check(c.n_layers >= 0, f"{part}.n_layers must be >= 0, got {c.n_layers}")
     _check(c.hidden_dim >= 0 and c.mlp_ratio > 0, f"{part}.hidden_dim must be >= 0 and "
                                                   f"{part}.mlp_ratio positive")
+    _check(c.hidden >= 1, f"{part}.mlp_ratio ({c.mlp_ratio:g}) leaves the MLP no hidden "
+                          f"units at {part}.dim {c.dim}")
+    _check(c.norm_eps >= 0, f"{part}.norm_eps must be >= 0 (0: the norm's usual), got "
+                            f"{c.norm_eps:g}")
 
 
 def _build(cls, d: dict, prefix: str):
@@ -593,11 +607,16 @@ def get_preset(name: str) -> Config:
 # key=value overrides, typed from the dataclass fields: "model.decoder.dim=256 train.steps=10".
 
 
+# keys a run sets itself, with what they are
+DERIVED = {"model.decoder.vocab_size": "the size of the run's tokenizer, set when the run "
+                                       "starts (model.bpe_vocab_size sizes a BPE tokenizer)"}
+
+
 def override_keys(cls=Config, prefix: str = "") -> dict[str, type]:
     """Every settable dotted key and its type (the preset's name is chosen with --preset)."""
     keys = {}
     for name, hint in typing.get_type_hints(cls).items():
-        if cls is Config and name == "preset":
+        if (cls is Config and name == "preset") or prefix + name in DERIVED:
             continue
         if dataclasses.is_dataclass(hint):
             keys.update(override_keys(hint, f"{prefix}{name}."))
@@ -633,6 +652,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         key, sep, text = item.partition("=")
         if not sep:
             raise UserError(f"override {item!r} is not of the form key=value")
+        if key in DERIVED:
+            raise UserError(f"{key} is {DERIVED[key]}; it cannot be overridden")
         if key not in keys:
             raise UserError(f"unknown config key {key!r}; see `seemore train --help` for the list")
         *parents, name = key.split(".")
