@@ -403,3 +403,14 @@ def test_a_port_in_use_is_a_clear_error_before_the_model_loads(run):
     assert f"error: cannot serve on 127.0.0.1:{port}: address already in use" in (
         result.stderr.lower())
     assert "serving" not in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "99999"], "--port must be 0 to 65535, got 99999"),  # was an OverflowError
+    (["--max-batch", "0"], "--max-batch and --max-queue must be at least 1"),
+    (["--timeout", "nan"], "--timeout positive"),
+])
+def test_bad_server_settings_are_refused_before_the_model_loads(tmp_path, capsys, args, message):
+    """Checked before anything is read: the run folder here does not even exist."""
+    assert main(["serve", str(tmp_path / "no-run"), *args]) == 2
+    assert message in capsys.readouterr().err

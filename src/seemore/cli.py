@@ -542,14 +542,14 @@ def cmd_serve(args) -> None:
 
     from seemore.serving.app import Limits, create_app
 
-    sock = _listening_socket(args.host, args.port)
-    model = _in_a_thread_of_its_own(_load, args)  # see Engine._loop: why not this thread
     allow = Path(args.allow_local_files).resolve() if args.allow_local_files else None
     if allow is not None and not allow.is_dir():
         raise UserError(f"--allow-local-files: {allow} is not a folder")
-    if args.max_batch < 1 or args.max_queue < 1 or args.timeout <= 0:
+    if args.max_batch < 1 or args.max_queue < 1 or not args.timeout > 0:
         raise UserError("--max-batch and --max-queue must be at least 1, --timeout positive")
     limits = Limits(max_batch=args.max_batch, max_queue=args.max_queue, timeout_s=args.timeout)
+    sock = _listening_socket(args.host, args.port)  # all of these before the model loads
+    model = _in_a_thread_of_its_own(_load, args)  # see Engine._loop: why not this thread
     name = Path(args.run).resolve().name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     app = create_app(model, name, objective_of(model.run).answers, limits, allow,
@@ -561,6 +561,8 @@ def cmd_serve(args) -> None:
 def _listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound before the model loads: a port in use is an error at once
     (uvicorn would log it once the model had loaded, and exit with 0)."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be 0 to 65535, got {port}")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family)
