@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pytest
 import torch
 from conftest import lively
@@ -126,6 +127,11 @@ def test_prompt_longer_than_the_context_is_rejected_with_both_lengths(tiny_model
     ({"temperature": 1.0, "top_k": 0}, "top_k must be at least 1, got 0"),
     ({"temperature": 1.0, "top_p": 2.0}, "top_p must be above 0 and at most 1, got 2.0"),
     ({"temperature": 1.0, "top_p": 0.0}, "top_p must be above 0 and at most 1, got 0.0"),
+    # these failed deep inside, on a comparison or in torch.Generator.manual_seed
+    ({"temperature": "0.5"}, "temperature must be a number, got '0.5'"),
+    ({"temperature": 1.0, "top_k": 2.5}, "top_k must be a whole number or None, got 2.5"),
+    ({"temperature": 1.0, "seed": "a"}, "seed must be a whole number or None, got 'a'"),
+    ({"max_new_tokens": None}, "max_new_tokens must be a whole number, got None"),
 ])
 def test_bad_sampling_settings_are_refused_by_name(tiny_model, sampling, message):
     """Through the Python API these reached the tensors: a negative temperature sampled
@@ -145,6 +151,20 @@ def test_a_caption_of_no_tokens_is_refused_not_defaulted(tiny_model):
 def test_a_question_that_is_not_text_is_refused(tiny_model):
     with pytest.raises(UserError, match="the question must be text, got int"):
         tiny_model.ask(torch.rand(32, 32, 3).numpy(), 5)
+
+
+def test_numpy_numbers_are_sampling_settings_too(tiny_model):
+    image = torch.rand(32, 32, 3).numpy()
+    assert tiny_model.ask(image, "what color?", max_new_tokens=np.int64(3),
+                          temperature=np.float32(0.5), top_k=np.int64(2), seed=np.int64(0))
+
+
+def test_ask_batch_refuses_one_question_for_a_list(tiny_model):
+    """A question string used to count as one question per character."""
+    image = torch.rand(32, 32, 3).numpy()
+    with pytest.raises(UserError, match="ask_batch takes a list of questions, one per image; "
+                                        r"got a str \(ask takes one\)"):
+        tiny_model.ask_batch([image], "what color?")
 
 
 def test_ask_batch_pairs_images_with_questions(tiny_model):

@@ -54,6 +54,9 @@ def test_broken_images_are_refused_with_their_name(make, message):
 def test_missing_file_and_zero_pixel_array(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         load_image(tmp_path / "missing.png")
+    with pytest.raises(UserError, match="https://example.com/a.png: images are not "
+                                        "downloaded; save it and give its path"):
+        load_image("https://example.com/a.png")
     with pytest.raises(UserError, match="is 0x0 pixels"):
         load_image(np.zeros((0, 0, 3), np.uint8))
 

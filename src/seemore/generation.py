@@ -11,6 +11,7 @@ sequence, slower, with the same tokens.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 
 import torch
@@ -40,9 +41,20 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = N
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None,
-                   top_p: float | None) -> None:
+                   top_p: float | None, seed: int | None = None) -> None:
     """Refuse settings that would otherwise reach the tensors: a negative temperature
-    samples the unlikeliest tokens, top_k=0 or max_new_tokens=-1 fails on a shape."""
+    samples the unlikeliest tokens, top_k=0 or max_new_tokens=-1 fails on a shape, a
+    temperature of "0.5" on a comparison deep inside."""
+    whole, real = numbers.Integral, numbers.Real
+    for name, value, kind, optional in (("max_new_tokens", max_new_tokens, whole, False),
+                                        ("temperature", temperature, real, False),
+                                        ("top_k", top_k, whole, True),
+                                        ("top_p", top_p, real, True),
+                                        ("seed", seed, whole, True)):
+        if not isinstance(value, kind) and not (optional and value is None):
+            what = "a whole number" if kind is whole else "a number"
+            raise UserError(f"{name} must be {what}{' or None' if optional else ''}, "
+                            f"got {value!r}")
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if not temperature >= 0:  # NaN too
@@ -121,7 +133,7 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     samples from uncond + guidance * (cond - uncond) logits, and the token goes to both."""
     if uncond is not None and images is not None:
         raise ValueError("classifier-free guidance is for prompts without images")
-    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    check_sampling(max_new_tokens, temperature, top_k, top_p, seed)
     n_rows = len(prompts)
     prompts = prompts + (uncond or [])
     tok, context = model.tokenizer, model.config.decoder.max_seq_len
@@ -131,7 +143,8 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                         f"{context} tokens")
     max_new_tokens = min(max_new_tokens, context - longest)
     device = model.device
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    generator = (torch.Generator(device=device).manual_seed(int(seed)) if seed is not None
+                 else None)
 
     B = len(prompts)
     ids = torch.full((B, longest), tok.pad_id, dtype=torch.long, device=device)

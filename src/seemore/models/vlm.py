@@ -180,6 +180,10 @@ class VLM(FolderModel):
 
     def ask_batch(self, images: list, questions: list[str], max_new_tokens: int = 64,
                   **sampling) -> list[str]:
+        for name, given in (("images", images), ("questions", questions)):
+            if isinstance(given, (str, bytes)):
+                raise UserError(f"ask_batch takes a list of {name}, one per image; got a "
+                                f"{type(given).__name__} (ask takes one)")
         if len(images) != len(questions):
             raise UserError(f"ask_batch takes one question per image: {len(images)} images "
                             f"and {len(questions)} questions")

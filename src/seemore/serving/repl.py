@@ -43,8 +43,9 @@ def answer(model, pixels: torch.Tensor, turns: list[tuple[str, str]], write: Cal
 def chat(model, image, read: Callable[[str], str] = input, write: Callable = print,
          max_new_tokens: int = 128, **sampling) -> None:
     """The conversation loop: read a line, answer it, until /quit or the end of input."""
+    # once, rather than an error for every question
     check_sampling(max_new_tokens, sampling.get("temperature", 0.0), sampling.get("top_k"),
-                   sampling.get("top_p"))  # once, rather than an error for every question
+                   sampling.get("top_p"), sampling.get("seed"))
 
     def out(text: str) -> None:
         write(text, end="", flush=True)
