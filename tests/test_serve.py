@@ -94,6 +94,24 @@ def test_max_completion_tokens_limits_the_answer_as_max_tokens_does(served):
     assert client.post("/v1/chat/completions", json={**body, **harmless}).status_code == 200
 
 
+def test_top_k_limits_the_sampling(served):
+    """top_k (vLLM's extension, which seemore's own sampling has) used to be ignored: at
+    temperature 2 with top_k 1 the answer is the greedy one, and without it is not."""
+    model, client, _ = served
+    body = ask("describe the image.", scene(), max_tokens=24, temperature=2.0, seed=0)
+
+    def answer(**extra) -> str:
+        reply = client.post("/v1/chat/completions", json={**body, **extra})
+        return reply.json()["choices"][0]["message"]["content"]
+
+    greedy = model.caption(scene(), max_new_tokens=24)  # "describe the image." is the prompt
+    assert answer(top_k=1) == greedy != answer()
+    assert answer(top_k=3) == model.caption(scene(), max_new_tokens=24, temperature=2.0,
+                                            top_k=3, seed=0)
+    reply = client.post("/v1/chat/completions", json={**body, "top_k": 0})
+    assert reply.status_code == 400 and "top_k must be an integer from 1" in reply.text
+
+
 def test_multi_turn_and_max_tokens(served):
     _, client, _ = served
     body = ask("what color is the circle?", scene())

@@ -169,6 +169,7 @@ def create_app(model, name: str, answers: bool, limits: Limits = Limits(),
             return error(e)
         job = engine.submit(EngineRequest(prompt.ids, prompt.image, prompt.max_tokens,
                                           prompt.temperature, prompt.top_p, prompt.seed,
+                                          top_k=prompt.top_k,
                                           tokens=Handoff(asyncio.get_running_loop())))
         pending += 1
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

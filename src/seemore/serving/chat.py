@@ -44,6 +44,7 @@ class ChatPrompt:
     stop: list[str]
     stream: bool
     include_usage: bool = False  # stream_options: a last chunk with the usage
+    top_k: int | None = None  # not OpenAI's; vLLM's and seemore's own sampling have it
 
 
 # OpenAI parameters that would change the answer and that this server does not implement,
@@ -165,7 +166,8 @@ def parse_chat(body: object, model, answers: bool, allow_dir: Path | None = None
         max_tokens=limits["max_completion_tokens"] or limits["max_tokens"] or 64,
         temperature=_number(body, "temperature", float, 0.0, 0, 2),
         top_p=_number(body, "top_p", float, None, 0, 1),
-        seed=_number(body, "seed", int, None, 0, 2**63 - 1))
+        seed=_number(body, "seed", int, None, 0, 2**63 - 1),
+        top_k=_number(body, "top_k", int, None, 1, 2**31 - 1))
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):

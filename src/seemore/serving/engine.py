@@ -35,6 +35,7 @@ class Request:
     temperature: float = 0.0
     top_p: float | None = None
     seed: int | None = None
+    top_k: int | None = None
     tokens: queue.Queue = field(default_factory=queue.Queue)
     reason: str = ""
     cancelled: bool = False
@@ -190,7 +191,7 @@ class Engine:
 
     def _emit(self, run: _Running, logits: torch.Tensor) -> None:
         r = run.request
-        token = int(sample(logits[None], r.temperature, None, r.top_p, run.generator)[0])
+        token = int(sample(logits[None], r.temperature, r.top_k, r.top_p, run.generator)[0])
         if token == self.model.tokenizer.eos_id:
             return self._finish(run, "stop")
         r.tokens.put(token)
