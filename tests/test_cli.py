@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import seemore
-from seemore.cli import main
+from seemore.cli import main, parse_args
 from seemore.errors import UserError
 
 
@@ -110,6 +110,19 @@ def test_a_zero_batch_size_flag_is_refused_not_ignored(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"),
                  "--batch-size", "0"]) == 2
     assert "train.batch_size must be positive" in capsys.readouterr().err
+
+
+def test_overrides_and_files_may_come_after_options():
+    """argparse alone stopped at the first option: `train a=1 --no-progress b=2` was
+    "unrecognized arguments: b=2"."""
+    args = parse_args(["train", "--preset", "tiny", "train.steps=2", "--no-progress",
+                       "train.seed=3", "--compile"])
+    assert args.overrides == ["train.steps=2", "train.seed=3"] and args.no_progress
+    assert args.compile and args.preset == "tiny" and args.command == "train"
+    args = parse_args(["caption", "RUN", "a.png", "--device", "cpu", "b.png"])
+    assert args.images == ["a.png", "b.png"] and args.device == "cpu"
+    with pytest.raises(SystemExit):
+        parse_args(["train", "a=1", "--bogus", "b=2"])
 
 
 def test_a_vocabulary_size_the_tokenizer_overrides_is_refused(tmp_path, capsys):

@@ -647,8 +647,25 @@ def _compile_failed(e: Exception) -> bool:
     return isinstance(e, BackendCompilerFailed)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, where a command's key=value overrides or files may come both
+    before and after its options (argparse alone refuses those after an option)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        commands = next(a for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)).choices
+        try:
+            return commands[args.command].parse_intermixed_args(
+                argv[argv.index(args.command) + 1:], argparse.Namespace(command=args.command))
+        except TypeError:  # a command argparse cannot intermix (`data`, with its own commands)
+            pass
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.func(args) or 0
     except UserError as e:
