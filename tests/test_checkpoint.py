@@ -116,6 +116,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated on disk
     with pytest.warns(UserWarning, match="step-0000009.pt is unreadable"):
         assert load_checkpoint(tmp_path)["step"] == 4
+    newest.write_bytes(b"garbage")  # was refused as holding pickled objects
+    with pytest.warns(UserWarning, match="step-0000009.pt is unreadable"):
+        assert load_checkpoint(tmp_path)["step"] == 4
 
 
 def test_a_checkpoint_with_pickled_objects_is_refused(tmp_path):

@@ -100,7 +100,7 @@ def load_checkpoint(out_dir: Path) -> dict:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            if "Weights only load failed" in str(e):
+            if "Unsupported global" in str(e):  # not bytes that fail to unpickle
                 raise UserError(f"{path}: holds pickled objects other than tensors and plain "
                                 "values; refusing to load it") from None
             problem = e
