@@ -1,4 +1,5 @@
 import json
+import select
 import subprocess
 import sys
 
@@ -148,6 +149,23 @@ def test_resume_refuses_the_flags_it_would_ignore(trained_run, capsys, flag):
     out, _ = trained_run
     assert main(["train", "--resume", str(out), *flag]) == 2
     assert f"{flag[0]} does not apply" in capsys.readouterr().err
+
+
+def test_answers_stream_and_a_closed_pipe_stops_quietly(trained_run):
+    """-n used to gather every example before the first answer (-n 100000000 ran out of
+    memory before printing anything), and `| head` ended in a BrokenPipeError traceback."""
+    out, _ = trained_run
+    process = subprocess.Popen([sys.executable, "-m", "seemore", "caption", str(out), "--data",
+                                "shapes", "-n", "100000000"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        assert select.select([process.stdout], [], [], 60)[0], "no answer within 60 s"
+        assert process.stdout.readline().startswith(b"shapes test image 0: ")
+        process.stdout.close()
+        assert process.wait(timeout=120) == 141
+        assert process.stderr.read() == b""
+    finally:
+        process.kill()
 
 
 def test_a_data_sample_of_no_images_is_refused(trained_run, capsys):

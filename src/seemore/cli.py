@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from seemore.config import (
@@ -22,6 +24,7 @@ from seemore.config import (
     get_preset,
     override_keys,
 )
+from seemore.data.labelled import Labelled
 from seemore.errors import UserError, first_line
 from seemore.objectives import objective_of, training_data
 from seemore.recipes import RECIPES, plan
@@ -456,26 +459,26 @@ def _with_data(config, args):
     return dataclasses.replace(config, data=data)
 
 
-def _test_examples(model, args, wanted) -> list:
+def _test_examples(model, args, wanted) -> Iterator[tuple[str, Labelled]]:
     """(where, example) for the first args.n test examples of the --data sources (none
-    without) that have what wanted picks (a caption, questions)."""
+    without) that have what wanted picks (a caption, questions), one at a time, so that
+    the answers print as they come."""
     from seemore.data.datasets import dataset_of, members
 
     if not args.data:
-        return []
+        return
     if args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
     data = dataset_of(_with_data(model.run, args))
-    found = []
+    found = 0
     for name, source in members(data).items():
         for i in range(source.size("test") or args.n):
-            if len(found) == args.n:
-                return found
+            if found == args.n:
+                return
             example = source.labelled("test", i)
             if wanted(example):
-                found.append((example.location or f"{name or args.data[0]} test image {i}",
-                              example))
-    return found
+                found += 1
+                yield example.location or f"{name or args.data[0]} test image {i}", example
 
 
 def _sampling(args) -> dict:
@@ -683,3 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whatever read the output has stopped (`seemore caption ... | head`): stop quietly,
+        # as a Unix tool killed by SIGPIPE does, and let Python's last flush go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
