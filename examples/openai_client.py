@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import base64
 import mimetypes
+import sys
 from pathlib import Path
 
-from openai import OpenAI
+from openai import APIConnectionError, OpenAI
 
 
 def image_part(path: str) -> dict:
@@ -33,7 +34,10 @@ def main() -> None:
     args = parser.parse_args()
 
     client = OpenAI(base_url=args.base_url, api_key="not-needed")
-    model = client.models.list().data[0].id
+    try:
+        model = client.models.list().data[0].id
+    except APIConnectionError:
+        sys.exit(f"no server answers at {args.base_url}: start one with `seemore serve RUN`")
     messages = [{"role": "user", "content": [{"type": "text", "text": args.question},
                                              image_part(args.image)]}]
     print(f"{args.question} -> ", end="", flush=True)

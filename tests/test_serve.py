@@ -307,6 +307,17 @@ def example(name: str, *args: str) -> str:
     return done.stdout
 
 
+def test_the_client_example_says_when_no_server_answers(tmp_path):
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{free.getsockname()[1]}/v1"
+    done = subprocess.run([sys.executable, str(EXAMPLES / "openai_client.py"), "x.png", "q",
+                           "--base-url", url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"no server answers at {url}: start one with "
+                                   "`seemore serve RUN`")
+
+
 def test_the_examples_run_as_written(run, tmp_path):
     model = load_folder(run)
     image = tmp_path / "scene.png"
