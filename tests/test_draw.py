@@ -188,6 +188,9 @@ def test_bad_drawing_requests_are_refused(drawer, tiny_model, vq_run, trained_ru
         drawer.draw("a large red circle @ the top")
     with pytest.raises(UserError, match="temperature must be 0 .greedy. or more, got -1"):
         drawer.draw(PROMPT, temperature=-1)
+    for guidance in (-1.0, float("nan"), "2"):  # NaN used to draw from NaN logits
+        with pytest.raises(UserError, match=f"guidance must be a number >= 0, got {guidance!r}"):
+            drawer.draw(PROMPT, guidance=guidance)
     assert drawer.draw_batch([]) == []
     with pytest.raises(UserError, match="draw needs an image tokenizer"):
         apply_overrides(get_preset("tiny"), ["data.tasks=caption,draw"])

@@ -6,6 +6,8 @@ codes after a caption and <boi>, and the VQ-VAE's pixel decoder turns them into 
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -216,8 +218,8 @@ class VLM(FolderModel):
         if self.vq is None:
             raise UserError("this model does not draw: train one with an image tokenizer, "
                             "`seemore train --recipe unified`")
-        if guidance < 0:
-            raise UserError(f"guidance must be >= 0, got {guidance}")
+        if not (isinstance(guidance, numbers.Real) and guidance >= 0):  # NaN too
+            raise UserError(f"guidance must be a number >= 0, got {guidance!r}")
         if not prompts:
             return []
         tok, N = self.tokenizer, self.config.n_image_codes
