@@ -63,9 +63,10 @@ def load_image(source, name: str | None = None, size: int | None = None) -> Imag
 
 def _decode(source: Path | io.BytesIO, name: str, size: int | None) -> Image.Image:
     if isinstance(source, Path):
-        if not source.exists() and str(source).startswith(("http:/", "https:/")):
-            raise UserError(f"{name}: images are not downloaded; save it and give its path")
         if not source.exists():
+            if str(source).startswith(("http:/", "https:/")):  # a Path keeps one slash
+                raise UserError(f"{name}: images are not downloaded; save it and give its "
+                                "path")
             raise UserError(f"{name}: no such file")
         if not source.is_file():
             raise UserError(f"{name}: not a file")
