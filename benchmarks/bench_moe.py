@@ -31,11 +31,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import emit, machine, median_time, random_batch, train_step  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
+from seemore.device import autocast_context  # noqa: E402
 from seemore.generation import generate  # noqa: E402
 from seemore.layers.mlp import MLP  # noqa: E402
 from seemore.layers.moe import MoE  # noqa: E402
 from seemore.objectives import build_model, training_data  # noqa: E402
-from seemore.train.loop import autocast_context, train  # noqa: E402
+from seemore.train.loop import train  # noqa: E402
 
 
 def configs() -> dict:

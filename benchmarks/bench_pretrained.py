@@ -40,12 +40,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 sys.path.insert(0, str(Path(__file__).parent))
 from common import emit, machine, median_time, peak_rss_mb  # noqa: E402
 
+from seemore.device import autocast_context  # noqa: E402
 from seemore.generation import generate  # noqa: E402
 from seemore.layers.lora import add_lora  # noqa: E402
 from seemore.pretrained.decoder import TextModel, load_decoder  # noqa: E402
 from seemore.pretrained.vision import load_vision  # noqa: E402
 from seemore.pretrained.vlm import import_vlm  # noqa: E402
-from seemore.train.loop import autocast_context  # noqa: E402
 
 SHAPES = {
     "real": {

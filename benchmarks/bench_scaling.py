@@ -27,9 +27,9 @@ from bench_train import step_flops  # noqa: E402
 from common import emit, machine, matmul_peak, median_time, random_batch  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
+from seemore.device import autocast_dtype  # noqa: E402
 from seemore.generation import generate  # noqa: E402
 from seemore.objectives import build_model  # noqa: E402
-from seemore.train.loop import autocast_dtype  # noqa: E402
 
 
 def ints(text: str) -> list[int]:

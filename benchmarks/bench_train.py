@@ -23,8 +23,8 @@ import common  # noqa: E402
 from common import emit, machine, matmul_peak, median_time, random_batch  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
+from seemore.device import autocast_dtype  # noqa: E402
 from seemore.objectives import build_model  # noqa: E402
-from seemore.train.loop import autocast_dtype  # noqa: E402
 
 
 def stem_macs(v) -> int:

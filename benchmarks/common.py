@@ -86,8 +86,9 @@ def train_step(model, precision: str, compile: bool = False,
     """A function running one optimizer step (forward, backward, clipping, AdamW) of model
     on a batch, under the precision and with the allocator settings the training loop
     would use on device."""
+    from seemore.device import autocast_context
     from seemore.train.allocator import keep_freed_memory
-    from seemore.train.loop import autocast_context, make_optimizer
+    from seemore.train.loop import make_optimizer
 
     keep_freed_memory()
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -8,6 +9,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import seemore
 from seemore.config import DecoderConfig, VisionConfig, apply_overrides, get_preset
 from seemore.data.collate import collate
+from seemore.device import autocast_dtype
 from seemore.layers.attention import (
     Attention,
     matmul_attention,
@@ -311,9 +313,27 @@ def test_visual_tokens_are_written_over_the_image_slots(tiny_model):
     b = _batch(tiny_model, PAIRS[:2], per_row=2)
     x = tiny_model.embed(b.ids, b.images)
     slots = b.ids[0] == tiny_model.tokenizer.image_id
-    visual = tiny_model.projector(tiny_model.vision(b.images))
+    with tiny_model.encoding_precision(b.images.device):
+        visual = tiny_model.projector(tiny_model.vision(b.images)).float()
     torch.testing.assert_close(x[0, slots], visual[0])
     torch.testing.assert_close(x[0, ~slots], tiny_model.decoder.embed(b.ids[0, ~slots]))
+
+
+def test_images_are_encoded_in_the_precision_the_model_trained_in(tiny_model):
+    """Outside training's autocast the vision tower and projector run in bf16 where the run
+    trained in it and this CPU runs bf16 fast (in fp32 elsewhere); the decoder reads fp32."""
+    b = _batch(tiny_model, PAIRS[:2], per_row=2)
+    seen = []
+    tiny_model.projector.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    fast = autocast_dtype("auto", torch.device("cpu")) or torch.float32
+    trained = {}
+    for precision, expected in (("auto", fast), ("bf16", fast), ("fp32", torch.float32)):
+        train = dataclasses.replace(tiny_model.run.train, precision=precision)
+        tiny_model.run = dataclasses.replace(tiny_model.run, train=train)
+        x = tiny_model.embed(b.ids, b.images)
+        assert seen.pop() == expected and x.dtype == torch.float32
+        trained[precision] = x
+    torch.testing.assert_close(trained["auto"], trained["fp32"], atol=0.05, rtol=0.05)
 
 
 def test_tied_and_untied_embeddings_survive_save_and_load(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from seemore.errors import UserError
@@ -36,3 +38,20 @@ def resolve_device(name: str | torch.device) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {str(name)!r}: seemore runs on cpu, cuda or mps")
     return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """What autocast runs matmuls in: bf16 or fp16 when asked for, bf16 when "auto" and the
+    hardware runs it fast; None means plain fp32."""
+    if precision != "auto":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    if device.type == "cuda":
+        fast = torch.cuda.is_bf16_supported()
+    else:
+        fast = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if fast else None
+
+
+def autocast_context(precision: str, device: torch.device):
+    dtype = autocast_dtype(precision, device)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -7,6 +7,7 @@ codes after a caption and <boi>, and the VQ-VAE's pixel decoder turns them into 
 from __future__ import annotations
 
 import numbers
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -15,6 +16,7 @@ from PIL import Image
 
 from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, ModelConfig
 from seemore.data.images import load_image_tensor, to_pil
+from seemore.device import autocast_context
 from seemore.errors import UserError
 from seemore.generation import generate, generate_text
 from seemore.layers.moe import router_loss
@@ -88,10 +90,23 @@ class VLM(FolderModel):
         if images is None or not sees:
             return x
         cls_only = self.config.projector.tokens == "cls"
-        visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
+        with self.encoding_precision(images.device):
+            visual = self.projector(self.vision(images, cls_only))  # (B, M, D)
         which = (slots.cumsum(-1) - 1).clamp(min=0)  # (B, T): visual token per slot
         picked = visual.gather(1, which.unsqueeze(-1).expand(-1, -1, visual.shape[-1]))
         return torch.where(slots.unsqueeze(-1), picked.to(x.dtype), x)
+
+    def encoding_precision(self, device: torch.device):
+        """Where training's autocast is not on (generation, evaluation, serving), the vision
+        tower and projector run as they trained: under bf16 autocast when the run trained in
+        bf16 (train.precision auto or bf16) and this device runs bf16 fast. An image is
+        hundreds of tokens of large matmuls, where bf16 pays; the decoder stays in fp32, as
+        one token's small matmuls are faster there (README, "Where the time goes")."""
+        run = getattr(self, "run", None)
+        if (run is None or torch.is_autocast_enabled(device.type)
+                or run.train.precision not in ("auto", "bf16")):
+            return nullcontext()
+        return autocast_context("auto", device)
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None,
                 labels: torch.Tensor | None = None, sees: bool | None = None,

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from seemore.config import Config, TrainConfig
 from seemore.data.datasets import DATASETS, data_workers, dataset_of, members
 from seemore.data.user import UserDataset
-from seemore.device import resolve_device
+from seemore.device import autocast_context, autocast_dtype, resolve_device
 from seemore.errors import UserError
 from seemore.layers.lora import add_lora
 from seemore.layers.moe import router_report
@@ -44,23 +44,6 @@ from seemore.train.checkpoint import (
 )
 from seemore.train.distributed import LossOf, World, join, leave
 from seemore.train.stop import GracefulStop, Stopped
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """What autocast runs matmuls in: bf16 or fp16 when asked for, bf16 when "auto" and the
-    hardware runs it fast; None means plain fp32."""
-    if precision != "auto":
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-    if device.type == "cuda":
-        fast = torch.cuda.is_bf16_supported()
-    else:
-        fast = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return torch.bfloat16 if fast else None
-
-
-def autocast_context(precision: str, device: torch.device):
-    dtype = autocast_dtype(precision, device)
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def learning_rate(step: int, config: Config) -> float:
