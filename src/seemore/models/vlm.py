@@ -99,9 +99,10 @@ class VLM(FolderModel):
     def encoding_precision(self, device: torch.device):
         """Where training's autocast is not on (generation, evaluation, serving), the vision
         tower and projector run as they trained: under bf16 autocast when the run trained in
-        bf16 (train.precision auto or bf16) and this device runs bf16 fast. An image is
-        hundreds of tokens of large matmuls, where bf16 pays; the decoder stays in fp32, as
-        one token's small matmuls are faster there (README, "Where the time goes")."""
+        bf16 (train.precision auto or bf16) and this device runs bf16 fast. A batch of
+        images is large matmuls of hundreds of rows, where bf16 pays; the decoder stays in
+        fp32, as one new token's small matmuls are faster there (README, "Where the time
+        goes")."""
         run = getattr(self, "run", None)
         if (run is None or torch.is_autocast_enabled(device.type)
                 or run.train.precision not in ("auto", "bf16")):
