@@ -1,4 +1,5 @@
-"""The torch device a name means, refused by name where this machine does not have it."""
+"""The torch device a name means, refused by name where this machine does not have it, and
+the autocast a precision setting (train.precision) means on it."""
 
 from __future__ import annotations
 
@@ -53,5 +54,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def autocast_context(precision: str, device: torch.device):
+    """torch.autocast for the precision on device, or a context that does nothing (fp32)."""
     dtype = autocast_dtype(precision, device)
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -101,8 +101,8 @@ class VLM(FolderModel):
         tower and projector run as they trained: under bf16 autocast when the run trained in
         bf16 (train.precision auto or bf16) and this device runs bf16 fast. A batch of
         images is large matmuls of hundreds of rows, where bf16 pays; the decoder stays in
-        fp32, as one new token's small matmuls are faster there (README, "Where the time
-        goes")."""
+        fp32, as one new token's small matmuls are faster there (measured in README,
+        "Where the time goes")."""
         run = getattr(self, "run", None)
         if (run is None or torch.is_autocast_enabled(device.type)
                 or run.train.precision not in ("auto", "bf16")):
