@@ -61,8 +61,8 @@ def main() -> None:
         overrides.append("train.precision=fp32")
     model = build_model(apply_overrides(config, overrides)).eval()
     size = config.model.vision.image_size
-    with model.encoding_precision(model.device):
-        encoding = "bf16" if torch.is_autocast_enabled(model.device.type) else "fp32"
+    with model.encoding_precision(torch.device("cpu")):
+        encoding = "bf16" if torch.is_autocast_enabled("cpu") else "fp32"
     print(f"preset {args.preset} (context {context}), {args.new_tokens} new greedy tokens, "
           f"decoder in fp32, images encoded in {encoding}, median of {args.repeats}")
     figures = {"benchmark": "generate", "preset": args.preset, "new_tokens": args.new_tokens,
