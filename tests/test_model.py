@@ -35,6 +35,19 @@ def test_vit_returns_every_token_and_adapts_to_new_image_sizes(stem):
     assert cls_only.shape == (2, 1, 32)
 
 
+@pytest.mark.parametrize("size", [(32, 32), (40, 27)])
+def test_patchify_is_the_patch_convolution(size):
+    """The patch embedding as one matmul over flattened patches gives the convolution's
+    numbers, in the same order of patches, also where the image is not a whole number of
+    patches (the convolution drops the rest)."""
+    vit = ViT(VisionConfig(image_size=32, patch_size=8, dim=32, n_layers=1, n_heads=2))
+    x = torch.randn(2, 3, *size)
+    patches, grid_h, grid_w = vit.patchify(x)
+    conv = vit.patch_embed(x)  # (B, dim, H // 8, W // 8)
+    assert (grid_h, grid_w) == conv.shape[2:]
+    torch.testing.assert_close(patches, conv.flatten(2).transpose(1, 2))
+
+
 def test_cls_only_shortcut_matches_the_full_forward():
     vit = ViT(VisionConfig(image_size=32, patch_size=8, dim=32, n_layers=2, n_heads=2))
     images = torch.randn(3, 3, 32, 32)

@@ -74,15 +74,32 @@ class ViT(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
         return torch.cat([prefix, patch_pos], dim=1)
 
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The patch embedding: (B, 3, H, W) -> (B, N, dim) and the grid's rows and columns.
+        The patchify convolution's numbers, computed as one matmul over the flattened
+        p x p patches (im2col by a reshape): on a CPU its forward and backward take half
+        the convolution's time (README, "Where the time goes"). Pixels past the last whole
+        patch are dropped, as the convolution drops them."""
+        p = self.config.patch_size
+        B, C, H, W = x.shape
+        grid_h, grid_w = H // p, W // p
+        x = x[:, :, :grid_h * p, :grid_w * p].reshape(B, C, grid_h, p, grid_w, p)
+        x = x.permute(0, 2, 4, 1, 3, 5).reshape(B, grid_h * grid_w, C * p * p)
+        weight = self.patch_embed.weight.flatten(1)  # (dim, C * p * p), (c, row, col) order
+        return F.linear(x, weight, self.patch_embed.bias), grid_h, grid_w
+
     def forward(self, images: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
         """images (B, 3, H, W) with pixels in [0, 1] -> features (B, n_prefix + N, dim), the
         class token first when there is one; or only the class token's (B, 1, dim) when
         cls_only, which lets the last block skip the MLP and output projection of every
         patch (a quarter of a 3-block ViT)."""
         x = (images - self.pixel_mean) / self.pixel_std
-        x = self.patch_embed(x)  # (B, D, H/p, W/p)
-        grid_h, grid_w = x.shape[2:]
-        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        if self.config.stem == "conv":
+            x = self.patch_embed(x)  # (B, D, H/p, W/p)
+            grid_h, grid_w = x.shape[2:]
+            x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        else:
+            x, grid_h, grid_w = self.patchify(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
         x = x + self.position_embedding(grid_h, grid_w)
