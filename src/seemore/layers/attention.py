@@ -72,8 +72,7 @@ class Attention(nn.Module):
         if T == 1 and torch.compiler.is_compiling():
             y = single_query_attention(q, k, v, mask)  # reads keys kept in bf16 as they are
         else:
-            if k.dtype != q.dtype:  # kept in bf16 (kv_dtype) for an fp32 query
-                k, v = k.to(q.dtype), v.to(q.dtype)
+            k, v = k.to(q.dtype), v.to(q.dtype)  # kept in bf16 (kv_dtype) for an fp32 query
             if uses_matmuls(q, k):
                 y = matmul_attention(q, k, v, mask, causal)
             else:
