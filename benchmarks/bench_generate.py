@@ -6,12 +6,12 @@ with the cached decode step compiled by torch.compile.
 The model has the seemore-classic dimensions (random weights; speed does not depend on
 them) with the context raised so that 200 new tokens fit. The timed call is the whole of
 ``generate``: image encoding, prefill and every decode step, for 200 new tokens per row
-(no stop at <eos>). The decoder's matmuls run in fp32; the images are encoded, and the
-decoder's keys and values kept, as the model trained (VLM.inference_dtype: bf16 on a CPU
-that runs bf16 fast, fp32 with --fp32, as for a model trained in fp32). The compiled mode's
-first call compiles; its time is reported separately and not in the rate (inductor keeps
-what it built in its on-disk cache, so a second run of this script compiles faster than
-the first). Each mode also reports the time to the first token (image encoding and prefill)
+(no stop at <eos>). The decoder runs in fp32, the images are encoded as the model trained
+(VLM.encoding_precision: bf16 autocast on a CPU that runs bf16 fast, fp32 with
+--fp32-images, as a model trained in fp32 encodes them). The compiled mode's first call
+compiles; its time is reported separately and not in the rate (inductor keeps what it
+built in its on-disk cache, so a second run of this script compiles faster than the
+first). Each mode also reports the time to the first token (image encoding and prefill)
 and the rate of the steps after it, as the peers' benchmark does (t_first and
 decode-only).
 """
@@ -42,9 +42,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
     parser.add_argument("--modes", default="cache,compiled,nocache",
                         help="which of cache, compiled and nocache to time")
-    parser.add_argument("--fp32", action="store_true",
-                        help="encode the images and keep keys and values in fp32, as a model "
-                             "trained in fp32 does")
+    parser.add_argument("--fp32-images", action="store_true",
+                        help="encode the images in fp32, as a model trained in fp32 does")
     args = parser.parse_args()
     modes = {"cache": dict(use_cache=True), "compiled": dict(use_cache=True, compile=True),
              "nocache": dict(use_cache=False)}
@@ -58,17 +57,16 @@ def main() -> None:
     config = get_preset(args.preset)
     context = config.model.n_visual_tokens + len(QUESTION) + args.new_tokens + 8
     overrides = [f"model.decoder.max_seq_len={context}"]
-    if args.fp32:
+    if args.fp32_images:
         overrides.append("train.precision=fp32")
     model = build_model(apply_overrides(config, overrides)).eval()
     size = config.model.vision.image_size
-    bf16 = model.inference_dtype(torch.device("cpu")) == torch.bfloat16
-    dtype = "bf16" if bf16 else "fp32"
+    with model.encoding_precision(torch.device("cpu")):
+        encoding = "bf16" if torch.is_autocast_enabled("cpu") else "fp32"
     print(f"preset {args.preset} (context {context}), {args.new_tokens} new greedy tokens, "
-          f"decoder in fp32, images encoded and keys and values kept in {dtype}, median "
-          f"of {args.repeats}")
+          f"decoder in fp32, images encoded in {encoding}, median of {args.repeats}")
     figures = {"benchmark": "generate", "preset": args.preset, "new_tokens": args.new_tokens,
-               "inference_dtype": dtype}
+               "images_encoded_in": encoding}
     for batch in map(int, args.batch_sizes.split(",")):
         images = torch.randn(batch, 3, size, size)
         prompts = [model.prompt_ids(QUESTION)] * batch

@@ -111,9 +111,7 @@ def main() -> None:
     model.eval()
     decoder, B, L = model.decoder, args.decode_batch, args.context + 1
     step = compiled_step(decoder) if args.compile else _decode_step
-    kv_dtype = model.inference_dtype(torch.device("cpu"))  # as generate keeps keys and values
-    decoder.setup_cache(B, L, kv_dtype or torch.float32)
-    decoder.keep_kv(kv_dtype)
+    decoder.setup_cache(B, L, torch.float32)
     ids = torch.randint(decoder.config.vocab_size, (B, 1))
     position = torch.full((B, 1), args.context)
     keys = torch.zeros(B, 1, 1, L)  # every slot seen, added to the scores as generate does
@@ -122,10 +120,8 @@ def main() -> None:
         wall, shares = breakdown(lambda: step(decoder, ids, None, position, keys, pos),
                                  args.steps * 20)
     decoder.clear_cache()
-    decoder.keep_kv(None)
-    kv = str(kv_dtype or torch.float32).removeprefix("torch.")
-    decode = show(f"decode step (batch {B}, {args.context} cached positions, fp32, keys "
-                  f"and values in {kv})", wall, shares)
+    decode = show(f"decode step (batch {B}, {args.context} cached positions, fp32)", wall,
+                  shares)
     emit({"benchmark": "profile_step", "preset": args.preset, "batch_size": args.batch_size,
           "text_len": args.text_len, "decode_batch": B, "context": args.context,
           "compile": args.compile, "train": train, "decode": decode, **machine()})

@@ -47,11 +47,11 @@ def test_bench_generate():
     # the call split at its first token
     assert figures["first_token_ms_batch2_cache"] > 0
     assert figures["decode_only_tokens_per_s_batch2_cache"] > 0
-    assert figures["inference_dtype"] in ("bf16", "fp32")
+    assert figures["images_encoded_in"] in ("bf16", "fp32")
     fp32 = run_benchmark("bench_generate.py", "--preset", "tiny", "--new-tokens", "2",
                          "--batch-sizes", "1", "--repeats", "1", "--modes", "cache",
-                         "--fp32")
-    assert fp32["inference_dtype"] == "fp32"
+                         "--fp32-images")
+    assert fp32["images_encoded_in"] == "fp32"
 
 
 def test_bench_moe():

@@ -6,7 +6,6 @@ import torch
 from conftest import lively
 
 from seemore.config import apply_overrides, get_preset
-from seemore.device import autocast_dtype
 from seemore.errors import UserError
 from seemore.generation import cache_window, generate, sample
 from seemore.objectives import build_model
@@ -63,25 +62,6 @@ def test_generation_under_autocast_keeps_its_cache_in_the_autocast_dtype(lively_
         uncached = _greedy(lively_model, QUESTIONS, images, use_cache=False)
     assert _varied(cached)
     assert torch.equal(cached, uncached)
-
-
-@pytest.mark.parametrize("precision", ["auto", "fp32"])
-def test_generation_keeps_keys_and_values_as_the_model_trained(lively_model, precision):
-    """bf16 for a run that trained in bf16 (on a CPU that runs it fast), in the cache and
-    on the path without one (the equality tests above compare the two); fp32 for a run
-    that trained in fp32. The layers are as before once generation ends."""
-    trained_bf16 = precision == "auto" and autocast_dtype("auto", torch.device("cpu"))
-    lively_model.run = apply_overrides(lively_model.run, [f"train.precision={precision}"])
-    attn = lively_model.decoder.blocks[0].attn
-    for use_cache in (True, False):
-        steps = generate(lively_model, [lively_model.prompt_ids(QUESTIONS[0])],
-                         torch.randn(1, 3, 32, 32), 3, use_cache=use_cache, stop_at_eos=False)
-        next(steps)
-        assert attn.kv_dtype == (torch.bfloat16 if trained_bf16 else None)
-        if use_cache:
-            assert attn.cache.k.dtype == (torch.bfloat16 if trained_bf16 else torch.float32)
-        assert len(list(steps)) == 2
-        assert attn.cache is None and attn.kv_dtype is None
 
 
 def test_a_decode_step_reads_the_cache_up_to_a_power_of_two():

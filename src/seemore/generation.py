@@ -161,20 +161,17 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     step, keys = _decode_step, valid  # with the cache: the step and its cache slots, below
     # one cache length per model when compiling, so that the compiled step is reused
     length = context if compile else longest + max_new_tokens
-    # keys and values kept in bf16 for a model that trained in bf16, with a cache or not
-    kv_dtype = model.inference_dtype(device)
     if use_cache:
         step = compiled_step(decoder) if compile else _decode_step
         # under autocast the keys and values come out of their projection in its dtype
-        if kv_dtype is None and torch.is_autocast_enabled(device.type):
-            kv_dtype = torch.get_autocast_dtype(device.type)
-        decoder.setup_cache(B, length, kv_dtype or x.dtype)
+        autocast = torch.is_autocast_enabled(device.type)
+        decoder.setup_cache(B, length, torch.get_autocast_dtype(device.type) if autocast
+                            else x.dtype)
         # the cache slots a row sees, as a mask added to the attention scores (0 or -inf),
         # made once a step for every layer: a compiled step's attention converting a
         # boolean mask in each layer took 1.4x as long at 240 keys
         keys = torch.full((B, length), float("-inf"), dtype=x.dtype, device=device)
         keys[:, :longest].masked_fill_(valid, 0)
-    decoder.keep_kv(kv_dtype)
     try:
         logits = decoder(x, positions, mask, last=True)[:, -1]
         for i in range(max_new_tokens):
@@ -214,7 +211,6 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                 logits = decoder(x, positions, mask, last=True)[:, -1]
     finally:
         decoder.clear_cache()
-        decoder.keep_kv(None)
 
 
 def generate_text(model, prompts: list[list[int]], images: torch.Tensor | None,

@@ -30,9 +30,6 @@ class Attention(nn.Module):
                         if qk_norm else None)
         self.proj = nn.Linear(n_heads * self.head_dim, dim, bias=proj_bias)  # residual
         self.cache: KVCache | None = None
-        # the dtype keys and values are rounded to and kept in while generating (None: as
-        # computed); see Decoder.keep_kv
-        self.kv_dtype: torch.dtype | None = None
 
     def project(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,8 +58,6 @@ class Attention(nn.Module):
         keys and values)."""
         B, T, _ = x.shape
         q, k, v = self.project(x, rope)  # (B, nh, T, hd), (B, nkv, T, hd), (B, nkv, T, hd)
-        if self.kv_dtype is not None:
-            k, v = k.to(self.kv_dtype), v.to(self.kv_dtype)
         if self.cache is not None:
             # (B, nkv, S, hd): a decode step reads the S slots its mask covers
             k, v = self.cache.update(start, k, v, None if mask is None else mask.shape[-1])
@@ -70,16 +65,14 @@ class Attention(nn.Module):
             q, T = q[:, :, :n_queries], n_queries  # (B, nh, n_queries, hd)
         causal = self.causal and mask is None and T > 1
         if T == 1 and torch.compiler.is_compiling():
-            y = single_query_attention(q, k, v, mask)  # reads keys kept in bf16 as they are
+            y = single_query_attention(q, k, v, mask)
+        elif uses_matmuls(q, k):
+            y = matmul_attention(q, k, v, mask, causal)
         else:
-            k, v = k.to(q.dtype), v.to(q.dtype)  # kept in bf16 (kv_dtype) for an fp32 query
-            if uses_matmuls(q, k):
-                y = matmul_attention(q, k, v, mask, causal)
-            else:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, is_causal=causal,
-                    enable_gqa=self.n_kv_heads != self.n_heads,
-                )  # (B, nh, T, hd)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )  # (B, nh, T, hd)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh * hd)
         return self.proj(y)
 
@@ -143,8 +136,7 @@ def hide(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            mask: torch.Tensor | None) -> torch.Tensor:
     """Attention of one query per row, q (B, nh, 1, hd), over k and v (B, nkv, S, hd), mask
-    (boolean or additive) broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd) in q's dtype
-    (keys and values may be kept in bf16, see Attention.kv_dtype), written as
+    (boolean or additive) broadcastable to (B, 1, 1, S) -> (B, nh, 1, hd), written as
     products and sums rather than matmuls: for a compiled decode step, where inductor fuses
     it into one pass over the cache's keys and one over its values (at batch 16 the step
     ran 1.25x faster than with scaled_dot_product_attention's kernel; README,
@@ -152,11 +144,11 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     paths serve. An additive mask is the faster there: a boolean one is converted in every
     layer's kernel (1.4x the attention's time at 240 keys)."""
     B, nh, _, hd = q.shape
-    nkv, dtype = k.shape[1], q.dtype
+    nkv = k.shape[1]
     q = q.reshape(B, nkv, nh // nkv, 1, hd).float()  # the query heads sharing a key head
     scores = (q * k[:, :, None].float()).sum(-1) * hd**-0.5  # (B, nkv, nh // nkv, S)
     if mask is not None:
         scores = hide(scores, mask)
     weights = scores.softmax(-1)
     y = (weights[..., None] * v[:, :, None].float()).sum(-2)  # (B, nkv, nh // nkv, hd)
-    return y.reshape(B, nh, 1, hd).to(dtype)
+    return y.reshape(B, nh, 1, hd).to(v.dtype)

@@ -56,10 +56,3 @@ class Decoder(nn.Module):
     def clear_cache(self) -> None:
         for block in self.blocks:
             block.attn.cache = None
-
-    def keep_kv(self, dtype: torch.dtype | None) -> None:
-        """Round every layer's keys and values to dtype, in a cache or not (generation keeps
-        them in bf16 for a model that trained in bf16: VLM.inference_dtype); None keeps them
-        as computed."""
-        for block in self.blocks:
-            block.attn.kv_dtype = dtype

@@ -16,7 +16,7 @@ from PIL import Image
 
 from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE, ModelConfig
 from seemore.data.images import load_image_tensor, to_pil
-from seemore.device import autocast_dtype
+from seemore.device import autocast_context
 from seemore.errors import UserError
 from seemore.generation import generate, generate_text
 from seemore.layers.moe import router_loss
@@ -99,25 +99,15 @@ class VLM(FolderModel):
     def encoding_precision(self, device: torch.device):
         """Where training's autocast is not on (generation, evaluation, serving), the vision
         tower and projector run as they trained: under bf16 autocast when the run trained in
-        bf16 (inference_dtype). A batch of images is large matmuls of hundreds of rows, where
-        bf16 pays; the decoder stays in fp32, as one new token's small matmuls are faster
-        there (measured in README, "Where the time goes")."""
-        dtype = self.inference_dtype(device)
-        return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-    def inference_dtype(self, device: torch.device) -> torch.dtype | None:
-        """bf16 when the run trained in bf16 (train.precision auto or bf16), this device runs
-        bf16 fast and training's autocast is not on; else None (fp32). Images are then
-        encoded in bf16 (encoding_precision), and generation keeps the decoder's keys and
-        values in bf16, as training's autocast computed them: the decoder's matmuls stay in
-        fp32, but at batch 16 and 240 positions an fp32 cache (31 MB for seemore-classic)
-        and the weights no longer fit this CPU's 32 MB L3 and each step read them from
-        memory (README, "Where the time goes")."""
+        bf16 (train.precision auto or bf16) and this device runs bf16 fast. A batch of
+        images is large matmuls of hundreds of rows, where bf16 pays; the decoder stays in
+        fp32, as one new token's small matmuls are faster there (measured in README,
+        "Where the time goes")."""
         run = getattr(self, "run", None)
         if (run is None or torch.is_autocast_enabled(device.type)
                 or run.train.precision not in ("auto", "bf16")):
-            return None
-        return autocast_dtype("auto", device)
+            return nullcontext()
+        return autocast_context("auto", device)
 
     def forward(self, ids: torch.Tensor, images: torch.Tensor | None,
                 labels: torch.Tensor | None = None, sees: bool | None = None,

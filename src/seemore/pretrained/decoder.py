@@ -219,10 +219,6 @@ class TextModel:
     def embed(self, ids: torch.Tensor, images: None = None) -> torch.Tensor:
         return self.decoder.embed(ids)
 
-    def inference_dtype(self, device: torch.device) -> None:
-        """Keys and values stay as the checkpoint's decoder computes them."""
-        return None
-
 
 def is_hf_folder(folder: str | Path) -> bool:
     """Whether folder holds a Hugging Face model (its config.json names a model_type; a

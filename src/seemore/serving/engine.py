@@ -74,11 +74,8 @@ class Engine:
         c = decoder.config
         self.max_len = min(max_len or c.max_seq_len, c.max_seq_len)
         self.dtype = decoder.embed.weight.dtype
-        # keys and values kept as generate keeps them (VLM.inference_dtype)
-        self.kv_dtype = model.inference_dtype(model.device)
         self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len, c.dim // c.n_heads,
-                                 self.kv_dtype or self.dtype, model.device)
-                       for _ in decoder.blocks]
+                                 self.dtype, model.device) for _ in decoder.blocks]
         # with one slot every step is a lone request's, which decodes eagerly (_run_step)
         self.compiled = torch.compile(_decode) if compile and max_batch > 1 else None
         self.warmed_s = 0.0
@@ -123,7 +120,7 @@ class Engine:
         index = torch.tensor(rows, device=self.model.device)
         for block, cache in zip(self.model.decoder.blocks, self.caches, strict=True):
             cache.rows = index
-            block.attn.cache, block.attn.kv_dtype = cache, self.kv_dtype
+            block.attn.cache = cache
 
     def _finish(self, run: _Running, reason: str) -> None:
         run.request.reason = reason
