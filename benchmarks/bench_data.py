@@ -43,7 +43,15 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-from common import emit, machine, median_time, peak_rss_mb, train_step  # noqa: E402
+from common import (  # noqa: E402
+    count,
+    emit,
+    machine,
+    median_time,
+    peak_rss_mb,
+    run_main,
+    train_step,
+)
 from image_folder import write_csv, write_folder  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
@@ -53,6 +61,20 @@ from seemore.data.user import UserDataset  # noqa: E402
 from seemore.objectives import build_model  # noqa: E402
 
 BATCH = 64
+
+
+def gigabytes(text: str) -> list[float]:
+    """argparse type of --photo-gb: comma-separated sizes in GB, each above 0 (empty: none)."""
+    sizes = []
+    for part in filter(None, text.split(",")):
+        try:
+            size = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of GB, got {part!r}") from None
+        if not size > 0:
+            raise argparse.ArgumentTypeError(f"a size must be above 0 GB, got {part}")
+        sizes.append(size)
+    return sizes
 
 
 def loader(data: UserDataset, model, workers: int, batches: int) -> DataLoader:
@@ -148,14 +170,14 @@ def large_csvs(sizes: list[float], distinct: int, steps: int, fmt: str, tmp: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--batches", type=int, default=10, help="batches per timing")
-    parser.add_argument("--repeats", type=int, default=3, help="timings; the median is kept")
-    parser.add_argument("--photo-gb", default="0.1,1,5",
+    parser.add_argument("--images", type=count, default=1000)
+    parser.add_argument("--batches", type=count, default=10, help="batches per timing")
+    parser.add_argument("--repeats", type=count, default=3, help="timings; the median is kept")
+    parser.add_argument("--photo-gb", type=gigabytes, default=[0.1, 1.0, 5.0],
                         help="sizes of the base64 photo CSVs, in GB (empty: none)")
-    parser.add_argument("--distinct-photos", type=int, default=50)
+    parser.add_argument("--distinct-photos", type=count, default=50)
     parser.add_argument("--photo-format", choices=["png", "jpeg"], default="png")
-    parser.add_argument("--photo-steps", type=int, default=10,
+    parser.add_argument("--photo-steps", type=count, default=10,
                         help="training steps on each photo CSV")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one dataset, in this process
     args = parser.parse_args()
@@ -208,12 +230,11 @@ def main() -> None:
                 print(line)
         figures["slowest_pipeline_over_step"] = round(slowest / step_rate, 2)
         print(f"slowest pipeline: {slowest / step_rate:.1f}x the training step")
-        sizes = [float(gb) for gb in args.photo_gb.split(",") if gb]
         figures["photo_format"] = args.photo_format
-        figures.update(large_csvs(sizes, args.distinct_photos, args.photo_steps,
+        figures.update(large_csvs(args.photo_gb, args.distinct_photos, args.photo_steps,
                                   args.photo_format.upper(), Path(tmp)))
     emit({**figures, **machine()})
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cell_judge import CellJudge, train_cell_judge  # noqa: E402
-from common import emit, machine  # noqa: E402
+from common import count, emit, machine, run_main  # noqa: E402
 
 from seemore.config import DRAW_GUIDANCE, DRAW_TEMPERATURE  # noqa: E402
 from seemore.data.datasets import dataset_of  # noqa: E402
@@ -110,14 +110,14 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a run that draws (--recipe unified)")
     parser.add_argument("--judge", default=None,
                         help="a VLM run trained on real images (left out: cell judge only)")
-    parser.add_argument("--prompts", type=int, default=500, help="held-out test captions")
+    parser.add_argument("--prompts", type=count, default=500, help="held-out test captions")
     parser.add_argument("--guidance", type=float, default=DRAW_GUIDANCE)
     parser.add_argument("--temperature", type=float, default=DRAW_TEMPERATURE)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=50, help="prompts drawn at once")
+    parser.add_argument("--top-k", type=count, default=None)
+    parser.add_argument("--batch-size", type=count, default=50, help="prompts drawn at once")
     parser.add_argument("--grid", default=None, help="write the first 8 drawings here (PNG)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cell-judge-steps", type=int, default=1500,
+    parser.add_argument("--cell-judge-steps", type=count, default=1500,
                         help="training steps of the cell judge (batches of 64 scenes)")
     args = parser.parse_args()
 
@@ -195,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

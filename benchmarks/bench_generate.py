@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, machine, median_time  # noqa: E402
+from common import count, counts, emit, machine, median_time, run_main  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.generation import generate  # noqa: E402
@@ -37,9 +37,9 @@ QUESTION = "what color is the large circle?"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seemore-classic")
-    parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument("--batch-sizes", default="1,16")
-    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
+    parser.add_argument("--new-tokens", type=count, default=200)
+    parser.add_argument("--batch-sizes", type=counts, default=[1, 16])
+    parser.add_argument("--repeats", type=count, default=5, help="timings; the median is kept")
     parser.add_argument("--modes", default="cache,compiled,nocache",
                         help="which of cache, compiled and nocache to time")
     parser.add_argument("--fp32-images", action="store_true",
@@ -67,7 +67,7 @@ def main() -> None:
           f"decoder in fp32, images encoded in {encoding}, median of {args.repeats}")
     figures = {"benchmark": "generate", "preset": args.preset, "new_tokens": args.new_tokens,
                "images_encoded_in": encoding}
-    for batch in map(int, args.batch_sizes.split(",")):
+    for batch in args.batch_sizes:
         images = torch.randn(batch, 3, size, size)
         prompts = [model.prompt_ids(QUESTION)] * batch
         for mode, options in modes.items():
@@ -102,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

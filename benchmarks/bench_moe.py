@@ -28,7 +28,15 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, machine, median_time, random_batch, train_step  # noqa: E402
+from common import (  # noqa: E402
+    count,
+    emit,
+    machine,
+    median_time,
+    random_batch,
+    run_main,
+    train_step,
+)
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.device import autocast_context  # noqa: E402
@@ -85,10 +93,10 @@ def val_loss(model, n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps for val loss")
-    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
-    parser.add_argument("--new-tokens", type=int, default=200, help="tokens per generation")
-    parser.add_argument("--val-examples", type=int, default=1024,
+    parser.add_argument("--steps", type=count, default=300, help="training steps for val loss")
+    parser.add_argument("--repeats", type=count, default=5, help="timings; the median is kept")
+    parser.add_argument("--new-tokens", type=count, default=200, help="tokens per generation")
+    parser.add_argument("--val-examples", type=count, default=1024,
                         help="val examples the loss is measured on")
     args = parser.parse_args()
     figures = {"benchmark": "moe", "steps": args.steps, "new_tokens": args.new_tokens,
@@ -150,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -38,7 +38,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, machine, median_time, peak_rss_mb  # noqa: E402
+from common import count, emit, machine, median_time, peak_rss_mb, run_main  # noqa: E402
 
 from seemore.device import autocast_context  # noqa: E402
 from seemore.generation import generate  # noqa: E402
@@ -215,9 +215,9 @@ def decoder_steps(folder: Path, rank: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=list(SHAPES), default="real")
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
-    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--new-tokens", type=count, default=64)
+    parser.add_argument("--repeats", type=count, default=5, help="timings; the median is kept")
+    parser.add_argument("--lora-rank", type=count, default=8)
     parser.add_argument("--import-only", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.import_only:
@@ -255,4 +255,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,16 +24,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 from bench_train import step_flops  # noqa: E402
-from common import emit, machine, matmul_peak, median_time, random_batch  # noqa: E402
+from common import (  # noqa: E402
+    count,
+    counts,
+    emit,
+    machine,
+    matmul_peak,
+    median_time,
+    random_batch,
+    run_main,
+)
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.device import autocast_dtype  # noqa: E402
 from seemore.generation import generate  # noqa: E402
 from seemore.objectives import build_model  # noqa: E402
-
-
-def ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",")]
 
 
 def train_rate(overrides: list[str], batch: int, text_len: int, steps: int,
@@ -108,16 +113,16 @@ def plot(figures: dict, args, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=ints, default=ints("16,32,64,128,256"))
-    parser.add_argument("--widths", type=ints, default=ints("128,256,384,512"))
-    parser.add_argument("--text-len", type=int, default=98)
-    parser.add_argument("--decode-batches", type=ints, default=ints("1,4,16,64"))
-    parser.add_argument("--decode-context", type=int, default=128)
-    parser.add_argument("--contexts", type=ints, default=ints("64,128,256,512,1024"))
-    parser.add_argument("--context-batch", type=int, default=1)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=3, help="training steps per timing")
-    parser.add_argument("--repeats", type=int, default=3, help="timings; the median is kept")
+    parser.add_argument("--batch-sizes", type=counts, default=[16, 32, 64, 128, 256])
+    parser.add_argument("--widths", type=counts, default=[128, 256, 384, 512])
+    parser.add_argument("--text-len", type=count, default=98)
+    parser.add_argument("--decode-batches", type=counts, default=[1, 4, 16, 64])
+    parser.add_argument("--decode-context", type=count, default=128)
+    parser.add_argument("--contexts", type=counts, default=[64, 128, 256, 512, 1024])
+    parser.add_argument("--context-batch", type=count, default=1)
+    parser.add_argument("--new-tokens", type=count, default=64)
+    parser.add_argument("--steps", type=count, default=3, help="training steps per timing")
+    parser.add_argument("--repeats", type=count, default=3, help="timings; the median is kept")
     parser.add_argument("--png", default="", help="write the curves to this PNG")
     args = parser.parse_args()
 
@@ -154,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

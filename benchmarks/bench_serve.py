@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import emit, machine  # noqa: E402
+from common import count, counts, emit, machine, run_main  # noqa: E402
 
 from seemore.config import get_preset  # noqa: E402
 from seemore.data.shapes import ShapesWorld  # noqa: E402
@@ -158,11 +158,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="a trained run (default: random weights)")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--clients", default="1,8,32,64")
-    parser.add_argument("--requests", type=int, default=200, help="per level")
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--fault-requests", type=int, default=1000)
+    parser.add_argument("--clients", type=counts, default=[1, 8, 32, 64])
+    parser.add_argument("--requests", type=count, default=200, help="per level")
+    parser.add_argument("--max-tokens", type=count, default=16)
+    parser.add_argument("--max-batch", type=count, default=64)
+    parser.add_argument("--fault-requests", type=count, default=1000)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="serve with the decode step compiled (seemore serve's default "
                              "where it works); --no-compile: eager")
@@ -189,7 +189,7 @@ def main() -> None:
         try:
             client = openai.OpenAI(base_url=url + "/v1", api_key="none", timeout=120)
             levels = []
-            for clients in map(int, args.clients.split(",")):
+            for clients in args.clients:
                 result = level(client, name, clients, args.requests, args.max_tokens, urls)
                 levels.append(result)
                 print(f"{clients:>3} clients: {result['requests_per_s']:.1f} requests/s, "
@@ -214,4 +214,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
-from common import emit, machine, matmul_peak, median_time, random_batch  # noqa: E402
+from common import (  # noqa: E402
+    count,
+    emit,
+    machine,
+    matmul_peak,
+    median_time,
+    random_batch,
+    run_main,
+)
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.device import autocast_dtype  # noqa: E402
@@ -66,14 +74,14 @@ def step_flops(config, batch: int, text_len: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seemore-classic")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--text-len", type=int, default=32)
+    parser.add_argument("--batch-size", type=count, default=16)
+    parser.add_argument("--text-len", type=count, default=32)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the forward and backward (train.compile=true)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--steps", type=int, default=10, help="steps per timing")
-    parser.add_argument("--repeats", type=int, default=5, help="timings; the median is kept")
+    parser.add_argument("--steps", type=count, default=10, help="steps per timing")
+    parser.add_argument("--repeats", type=count, default=5, help="timings; the median is kept")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -125,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

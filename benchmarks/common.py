@@ -1,15 +1,47 @@
-"""Shared helpers for the benchmarks: timing, the machine's matmul peak, JSON output."""
+"""Shared helpers for the benchmarks: timing, the machine's matmul peak, JSON output, and
+the checks of their arguments."""
 
+import argparse
 import json
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from seemore.errors import UserError
+
 CPU = torch.device("cpu")
+
+
+def count(text: str) -> int:
+    """argparse type of a batch size or a number of steps, repeats or tokens: a whole
+    number of at least 1 (0 would divide by zero or time nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def counts(text: str) -> list[int]:
+    """argparse type of a comma-separated list of counts ("1,16")."""
+    return [count(part) for part in text.split(",")]
+
+
+def run_main(main) -> None:
+    """Run a benchmark's main, reporting a UserError (an unknown preset, a missing run
+    folder) as the seemore command does: `error: <message>` and exit code 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def median_time(fn, repeats: int) -> tuple[float, list[float]]:

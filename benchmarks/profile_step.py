@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
-from common import emit, machine, random_batch  # noqa: E402
+from common import count, emit, machine, random_batch, run_main  # noqa: E402
 
 from seemore.config import apply_overrides, get_preset  # noqa: E402
 from seemore.generation import _decode_step, compiled_step  # noqa: E402
@@ -87,13 +87,13 @@ def show(title: str, wall: float, shares: dict[str, float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="seemore-classic")
-    parser.add_argument("--batch-size", type=int, default=16, help="training batch")
-    parser.add_argument("--text-len", type=int, default=32)
+    parser.add_argument("--batch-size", type=count, default=16, help="training batch")
+    parser.add_argument("--text-len", type=count, default=32)
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--compile", action="store_true", help="compile both steps")
-    parser.add_argument("--decode-batch", type=int, default=1)
-    parser.add_argument("--context", type=int, default=128, help="cached positions")
-    parser.add_argument("--steps", type=int, default=5, help="profiled steps")
+    parser.add_argument("--decode-batch", type=count, default=1)
+    parser.add_argument("--context", type=count, default=128, help="cached positions")
+    parser.add_argument("--steps", type=count, default=5, help="profiled steps")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -128,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

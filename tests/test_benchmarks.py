@@ -23,6 +23,21 @@ def run_benchmark(script: str, *args: str) -> dict:
     return figures
 
 
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_train.py", ["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    ("bench_generate.py", ["--batch-sizes", "1,x"],
+     "argument --batch-sizes: expected a whole number, got 'x'"),
+    ("bench_data.py", ["--photo-gb", "0.1,-1"], "a size must be above 0 GB, got -1"),
+    ("bench_train.py", ["--preset", "nope"], "error: unknown preset 'nope'"),
+])
+def test_a_benchmark_refuses_bad_arguments_in_one_line(script, args, message):
+    """Not a traceback, nor a zero samples/s (batch 0) or a division by zero (steps 0)."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_bench_train():
     figures = run_benchmark("bench_train.py", "--preset", "tiny", "--batch-size", "4",
                             "--text-len", "8", "--steps", "1", "--repeats", "1")
