@@ -50,9 +50,10 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
     p.add_argument("--compile", action="store_true",
-                   help="decode through torch.compile: about twice the tokens/s, after a "
-                        "one-time compile of seconds (tens on a cold inductor cache); pays "
-                        "for long generations and many questions, not for one short answer")
+                   help="decode through torch.compile: two to three times the tokens/s, "
+                        "after a one-time compile of seconds (about a minute on a cold "
+                        "inductor cache); pays for long generations and many questions, not "
+                        "for one short answer")
 
 
 def _add_data_sample(p: argparse.ArgumentParser, what: str) -> None:

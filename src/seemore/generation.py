@@ -99,6 +99,36 @@ def _decode_step(decoder, ids: torch.Tensor, extra: torch.Tensor | None,
     return decoder(x, positions, mask, pos)[:, -1]
 
 
+CHUNK = 4  # greedy steps a compiled call decodes (README, "Where the time goes")
+
+
+def _decode_chunk(decoder, ids: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor,
+                  pos: torch.Tensor, window: int) -> torch.Tensor:
+    """CHUNK greedy cached steps in one call -> their tokens (B, CHUNK). ids (B, 1): the
+    newest tokens, at positions (B, 1), written to cache slot pos (a 1-element tensor);
+    each step then feeds its argmax to the next one. keys (B, L): the additive mask of the
+    cache slots (see generate), where each step reveals its own slot; every step reads the
+    first window slots. One compiled call for several steps pays dynamo's guards, the
+    gathering of the weights and the call itself once for all of them."""
+    tokens = []
+    for j in range(CHUNK):
+        keys[:, pos + j] = 0
+        logits = _decode_step(decoder, ids, None, positions + j, keys[:, None, None, :window],
+                              pos + j)
+        ids = logits.argmax(-1, keepdim=True)
+        tokens.append(ids)
+    return torch.cat(tokens, 1)
+
+
+def compiled_chunk(decoder):
+    """_decode_chunk compiled as compiled_step is (one graph per cache window), kept on the
+    decoder."""
+    if getattr(decoder, "_compiled_chunk", None) is None:
+        decoder._compiled_chunk = torch.compile(_decode_chunk, dynamic=False,
+                                                options={"cpp_wrapper": True})
+    return decoder._compiled_chunk
+
+
 def compiled_step(decoder):
     """The decode step compiled by torch.compile (inductor), kept on the decoder so that
     later calls reuse it. A one-token step of a small model is mostly per-kernel overhead:
@@ -123,10 +153,11 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     """Yield the next token of every row (B,) per step, until every row has produced <eos>
     or max_new_tokens is reached. Rows that are done yield <pad>. stop_at_eos=False always
     runs max_new_tokens steps (for benchmarks and images). compile=True runs each cached
-    step through torch.compile: the first call compiles (tens of seconds), later calls
-    decode several times faster. vocab: sample only these token ids. step_embeddings
-    (max_new_tokens, D): added to the embedding of the token sampled at each step (for
-    drawing: where in the image each code goes).
+    step through torch.compile: the first call compiles (up to minutes on a cold inductor
+    cache), later calls decode several times faster; greedy steps then run CHUNK a call.
+    vocab: sample only these token ids. step_embeddings (max_new_tokens, D): added to the
+    embedding of the token sampled at each step (for drawing: where in the image each code
+    goes).
 
     Classifier-free guidance: uncond holds one more prompt per row, without the condition
     (for drawing, without the caption). Both run side by side in one batch, each step
@@ -172,19 +203,27 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
         # boolean mask in each layer took 1.4x as long at 240 keys
         keys = torch.full((B, length), float("-inf"), dtype=x.dtype, device=device)
         keys[:, :longest].masked_fill_(valid, 0)
+    # compiled greedy decoding without guidance, vocabulary or step embeddings runs CHUNK
+    # steps a call where they fit in one cache window; their tokens wait in pending
+    chunked = (use_cache and compile and temperature == 0 and uncond is None
+               and vocab is None and step_embeddings is None)
+    pending: list[torch.Tensor] = []
     try:
         logits = decoder(x, positions, mask, last=True)[:, -1]
         for i in range(max_new_tokens):
-            if uncond is not None:
-                cond_logits, uncond_logits = logits.float().chunk(2)
-                logits = uncond_logits + guidance * (cond_logits - uncond_logits)
-            if vocab is not None:
-                allowed = torch.full_like(logits, float("-inf"))
-                allowed[:, vocab.start:vocab.stop] = 0
-                logits = logits + allowed
-            nxt = sample(logits, temperature, top_k, top_p, generator)
-            if uncond is not None:
-                nxt = nxt.repeat(2)
+            if pending:
+                nxt = pending.pop(0)
+            else:
+                if uncond is not None:
+                    cond_logits, uncond_logits = logits.float().chunk(2)
+                    logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+                if vocab is not None:
+                    allowed = torch.full_like(logits, float("-inf"))
+                    allowed[:, vocab.start:vocab.stop] = 0
+                    logits = logits + allowed
+                nxt = sample(logits, temperature, top_k, top_p, generator)
+                if uncond is not None:
+                    nxt = nxt.repeat(2)
             nxt = nxt.masked_fill(done, tok.pad_id)
             yield nxt[:n_rows]
             if stop_at_eos:
@@ -195,9 +234,17 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
             position = positions[:, -1:] + 1  # (B, 1)
             if use_cache:
                 positions = position
-                keys[:, longest + i] = 0
+                if pending:  # a chunk has already fed this token to the next step
+                    continue
                 pos = torch.tensor([longest + i], device=device)
                 window = cache_window(longest + i + 1, length)
+                if (chunked and i + CHUNK < max_new_tokens
+                        and cache_window(longest + i + CHUNK, length) == window):
+                    tokens = compiled_chunk(decoder)(decoder, nxt[:, None], position, keys,
+                                                     pos, window)
+                    pending = list(tokens.unbind(1))
+                    continue
+                keys[:, longest + i] = 0
                 logits = step(decoder, nxt[:, None], extra, position,
                               keys[:, None, None, :window], pos)
             else:
