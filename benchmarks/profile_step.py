@@ -114,7 +114,7 @@ def main() -> None:
     decoder.setup_cache(B, L, torch.float32)
     ids = torch.randint(decoder.config.vocab_size, (B, 1))
     position = torch.full((B, 1), args.context)
-    keys = torch.zeros(B, 1, 1, L)  # every slot seen, added to the scores as generate does
+    keys = torch.zeros(B, L)  # every slot seen, added to the scores as generate does
     pos = torch.tensor([args.context])
     with torch.inference_mode():
         wall, shares = breakdown(lambda: step(decoder, ids, None, position, keys, pos),

@@ -3,9 +3,9 @@
 Prompts of different lengths are left-padded into one batch. Each row gets its own RoPE
 positions (counting from its first real token) and a boolean mask hides the padding, so a
 row of a batch decodes exactly as it would alone. With the KV cache (the default) the prompt
-is run once (prefill) and each step runs only the newest token, attending over the
-preallocated cache's first slots up to a power of two, with a mask (so that the steps have
-a few shapes, which torch.compile needs); without it every step recomputes the whole
+is run once (prefill) and each step runs only the newest token, attending over the slots
+of the preallocated cache written so far, with a mask (compiled, their number is a dynamic
+size, so that one graph serves every step); without it every step recomputes the whole
 sequence, slower, with the same tokens.
 """
 
@@ -76,52 +76,45 @@ def _attention_mask(valid: torch.Tensor, n_new: int) -> torch.Tensor:
     return (causal & (valid[:, None, :] | (k_pos == q_pos))).unsqueeze(1)
 
 
-def cache_window(filled: int, length: int) -> int:
-    """How many of a cache's length slots a decode step reads when the first filled hold
-    keys: the next power of two, at least 64. A compiled step then has a few shapes per
-    call (3 for a 240-slot cache; over 200 new tokens after a 34-token prompt it reads 74%
-    of the slots a step over the whole cache would)."""
-    return min(length, max(64, 1 << (filled - 1).bit_length()))
-
-
 def _decode_step(decoder, ids: torch.Tensor, extra: torch.Tensor | None,
-                 positions: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+                 positions: torch.Tensor, keys: torch.Tensor, pos: torch.Tensor
                  ) -> torch.Tensor:
     """One cached step: logits (B, vocab) after the newest tokens ids (B, 1). They are
     embedded here, so that a compiled step does it inside its graph
     (README, "Where the time goes"), plus extra when given (drawing: the step's code
     position embedding), and written into the cache at index pos (a 1-element tensor, so
-    every step has the same shapes and a compiled step is reused). mask (B, 1, 1, W),
-    additive: the first W cache slots, the ones the step reads (see cache_window)."""
+    that a compiled step serves every slot). keys (B, W): the additive mask of the first W
+    cache slots, the ones the step reads (those written, its own included); compiled, W is
+    a dynamic size, so that one graph serves every W."""
     x = decoder.embed(ids)
     if extra is not None:
         x = x + extra
-    return decoder(x, positions, mask, pos)[:, -1]
+    return decoder(x, positions, keys[:, None, None], pos)[:, -1]
 
 
 CHUNK = 4  # greedy steps a compiled call decodes (README, "Where the time goes")
 
 
 def _decode_chunk(decoder, ids: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor,
-                  pos: torch.Tensor, window: int) -> torch.Tensor:
+                  pos: torch.Tensor) -> torch.Tensor:
     """CHUNK greedy cached steps in one call -> their tokens (B, CHUNK). ids (B, 1): the
     newest tokens, at positions (B, 1), written to cache slot pos (a 1-element tensor);
-    each step then feeds its argmax to the next one. keys (B, L): the additive mask of the
-    cache slots (see generate), where each step reveals its own slot; every step reads the
-    first window slots. One compiled call for several steps pays dynamo's guards, the
-    gathering of the weights and the call itself once for all of them."""
+    each step then feeds its argmax to the next one. keys (B, W): the additive mask of the
+    first W cache slots, the ones every step reads (W = pos + CHUNK: up to the last step's
+    own slot), where each step reveals its own slot. One compiled call for several steps
+    pays dynamo's guards, the gathering of the weights and the call itself once for all of
+    them."""
     tokens = []
     for j in range(CHUNK):
         keys[:, pos + j] = 0
-        logits = _decode_step(decoder, ids, None, positions + j, keys[:, None, None, :window],
-                              pos + j)
+        logits = _decode_step(decoder, ids, None, positions + j, keys, pos + j)
         ids = logits.argmax(-1, keepdim=True)
         tokens.append(ids)
     return torch.cat(tokens, 1)
 
 
 def compiled_chunk(decoder):
-    """_decode_chunk compiled as compiled_step is (one graph per cache window), kept on the
+    """_decode_chunk compiled as compiled_step is (one graph per batch size), kept on the
     decoder."""
     if getattr(decoder, "_compiled_chunk", None) is None:
         decoder._compiled_chunk = torch.compile(_decode_chunk, dynamic=False,
@@ -134,9 +127,10 @@ def compiled_step(decoder):
     later calls reuse it. A one-token step of a small model is mostly per-kernel overhead:
     inductor fuses the elementwise kernels, and its C++ wrapper calls the rest without going
     through Python (about 1.4 ms -> 0.7 ms per step for seemore-classic on 2 CPU cores).
-    Shapes are static (kernels for one batch size ran faster than ones for any batch size,
-    4319 against 3532 tokens/s at batch 16); past torch's limit of 8 batch sizes a new one
-    falls back to the eager step."""
+    Shapes are static but the number of cache slots read, which generate marks dynamic:
+    kernels for one batch size ran faster than ones for any batch size (4319 against 3532
+    tokens/s at batch 16); past torch's limit of 8 graphs a new batch size falls back to
+    the eager step."""
     if getattr(decoder, "_compiled_step", None) is None:
         decoder._compiled_step = torch.compile(_decode_step, dynamic=False,
                                                options={"cpp_wrapper": True})
@@ -204,10 +198,13 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
         keys = torch.full((B, length), float("-inf"), dtype=x.dtype, device=device)
         keys[:, :longest].masked_fill_(valid, 0)
     # compiled greedy decoding without guidance, vocabulary or step embeddings runs CHUNK
-    # steps a call where they fit in one cache window; their tokens wait in pending
+    # steps a call; their tokens wait in pending
     chunked = (use_cache and compile and temperature == 0 and uncond is None
                and vocab is None and step_embeddings is None)
     pending: list[torch.Tensor] = []
+    mark_dynamic = None
+    if compile:  # bound once: through torch._dynamo each call cost 26 us, bound 1 us
+        from torch._dynamo import maybe_mark_dynamic as mark_dynamic
     try:
         logits = decoder(x, positions, mask, last=True)[:, -1]
         for i in range(max_new_tokens):
@@ -237,16 +234,18 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                 if pending:  # a chunk has already fed this token to the next step
                     continue
                 pos = torch.tensor([longest + i], device=device)
-                window = cache_window(longest + i + 1, length)
-                if (chunked and i + CHUNK < max_new_tokens
-                        and cache_window(longest + i + CHUNK, length) == window):
-                    tokens = compiled_chunk(decoder)(decoder, nxt[:, None], position, keys,
-                                                     pos, window)
+                chunk = chunked and i + CHUNK < max_new_tokens
+                # the slots the step reads: those written so far and its own (a chunk's:
+                # up to its last step's); compiled, their number is a dynamic size
+                read = keys[:, :longest + i + (CHUNK if chunk else 1)]
+                if mark_dynamic is not None:
+                    mark_dynamic(read, 1)
+                if chunk:
+                    tokens = compiled_chunk(decoder)(decoder, nxt[:, None], position, read, pos)
                     pending = list(tokens.unbind(1))
                     continue
-                keys[:, longest + i] = 0
-                logits = step(decoder, nxt[:, None], extra, position,
-                              keys[:, None, None, :window], pos)
+                read[:, -1] = 0
+                logits = step(decoder, nxt[:, None], extra, position, read, pos)
             else:
                 x_new = decoder.embed(nxt[:, None])  # (B, 1, D)
                 if extra is not None:

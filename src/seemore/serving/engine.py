@@ -4,7 +4,7 @@ one leaves, freeing its slot of the cache (layers/slot_cache.py). With greedy de
 request gets the same tokens whatever else runs beside it (tested).
 
 With compile, the decode step runs through torch.compile: one graph per cache window (see
-generation.cache_window), each for any number of rows, all built when the engine is made
+cache_window), each for any number of rows, all built when the engine is made
 (warm()), so that no request waits for a compile.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seemore.generation import cache_window, sample
+from seemore.generation import sample
 from seemore.layers.slot_cache import SlotCache
 
 
@@ -59,6 +59,13 @@ def _decode(decoder, last: torch.Tensor, position: torch.Tensor, mask: torch.Ten
     position tensor serves as both the RoPE positions and the cache index: given the (B, 1)
     view as an input of its own, the compiled step with a dynamic batch ran slower.)"""
     return decoder(decoder.embed(last), position[:, None], mask, position)[:, -1]
+
+
+def cache_window(filled: int, length: int) -> int:
+    """How many of a slot cache's length slots a step reads when the longest running
+    request has filled slots: the next power of two, at least 64, so that the compiled
+    step has a few shapes (3 for 240 slots), each compiled before the first request."""
+    return min(length, max(64, 1 << (filled - 1).bit_length()))
 
 
 class Engine:
