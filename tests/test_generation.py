@@ -82,6 +82,26 @@ def test_compiled_decode_step_gives_the_same_tokens(lively_model):
                        alone)
 
 
+def test_compiled_guided_steps_give_the_same_tokens(lively_model):
+    """Drawing's path: guidance (a second batch of prompts), a vocabulary and an embedding
+    added at each step, one step a compiled call, each reading one more cache slot."""
+    tok = lively_model.tokenizer
+    prompts = [[tok.bos_id, *tok.encode(q)[:n]] for q, n in zip(QUESTIONS, (9, 14, 6, 11),
+                                                                  strict=True)]
+    uncond = [[tok.bos_id]] * len(prompts)
+    extra = torch.randn(24, lively_model.config.decoder.dim)
+
+    def tokens(compile):
+        steps = generate(lively_model, prompts, None, 24, stop_at_eos=False, compile=compile,
+                         vocab=range(10, len(tok)), uncond=uncond, guidance=2.0,
+                         step_embeddings=extra)
+        return torch.stack(list(steps), dim=1)
+
+    eager = tokens(False)
+    assert _varied(eager) and int(eager.min()) >= 10
+    assert torch.equal(tokens(True), eager)
+
+
 def test_sample_greedy_top_k_and_top_p():
     logits = torch.tensor([[1.0, 3.0, 2.0, -1.0]])
     assert sample(logits).item() == 1
