@@ -147,8 +147,9 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     """Yield the next token of every row (B,) per step, until every row has produced <eos>
     or max_new_tokens is reached. Rows that are done yield <pad>. stop_at_eos=False always
     runs max_new_tokens steps (for benchmarks and images). compile=True runs each cached
-    step through torch.compile: the first call compiles (up to minutes on a cold inductor
-    cache), later calls decode several times faster; greedy steps then run CHUNK a call.
+    step through torch.compile: the first call at a batch size compiles (about a minute on
+    a cold inductor cache), later calls decode several times faster; greedy steps then run
+    CHUNK a call.
     vocab: sample only these token ids. step_embeddings (max_new_tokens, D): added to the
     embedding of the token sampled at each step (for drawing: where in the image each code
     goes).
@@ -203,7 +204,8 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
                and vocab is None and step_embeddings is None)
     pending: list[torch.Tensor] = []
     mark_dynamic = None
-    if compile:  # bound once: through torch._dynamo each call cost 26 us, bound 1 us
+    if compile:  # torch._dynamo takes 0.9 s to import; looked up through it at every step,
+        # maybe_mark_dynamic cost 26 us a call, bound here 1 us
         from torch._dynamo import maybe_mark_dynamic as mark_dynamic
     try:
         logits = decoder(x, positions, mask, last=True)[:, -1]
