@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 from seemore.config import apply_overrides, get_preset
 from seemore.generation import generate
 from seemore.objectives import build_model
-from seemore.serving.engine import Engine, Request, cache_window
+from seemore.serving.engine import Engine, Request
 
 QUESTIONS = ["what color is the circle?", "how many objects are there?",
              "where is the square?", "describe the image.", "is there a red triangle?"]
@@ -22,12 +22,6 @@ def model():
     torch.manual_seed(0)
     config = apply_overrides(get_preset("tiny"), ["model.decoder.n_kv_heads=1"])
     return lively(build_model(config).eval())
-
-
-def test_an_engine_step_reads_the_cache_up_to_a_power_of_two():
-    assert [cache_window(n, 240) for n in (1, 64, 65, 128, 129, 240)] == [64, 64, 128, 128,
-                                                                          240, 240]
-    assert cache_window(10, 40) == 40
 
 
 def drain(request: Request) -> list[int]:
@@ -73,7 +67,7 @@ def test_joining_and_leaving_requests_get_the_tokens_they_get_alone(model, compi
     assert all(r.reason in ("stop", "length") for r in requests)
     # five requests, at most three at a time, shared the steps
     assert engine.steps < sum(map(len, expected)) - len(expected)
-    # compiled: a graph per cache window, all made before the first request, none after
+    # compiled: one graph, made before the first request, none after
     assert (engine.warmed_s > 0) == compile
     assert counters["stats"]["unique_graphs"] == graphs
     assert (len(compiled_steps) > 10) == compile  # the steps of more than one request

@@ -62,8 +62,8 @@ def start_engine(model, max_batch: int, compile: bool | None) -> Engine:
         compile = False
     if compile is False:
         return Engine(model, max_batch=max_batch)
-    log.info("compiling the decode step, a graph per cache window (the first time tens of "
-             "seconds, then from inductor's cache)")
+    log.info("compiling the decode step (the first time some seconds, then from inductor's "
+             "cache)")
     try:
         engine = Engine(model, max_batch=max_batch, compile=True)
     except Exception as e:  # inductor's errors are many kinds, each a page long
@@ -72,7 +72,7 @@ def start_engine(model, max_batch: int, compile: bool | None) -> Engine:
                             f"with --no-compile") from e
         log.warning("decoding without torch.compile, which failed here: %s", first_line(e))
         return Engine(model, max_batch=max_batch)
-    log.info("compiled the decode step for every cache window in %.1f s", engine.warmed_s)
+    log.info("compiled the decode step in %.1f s", engine.warmed_s)
     return engine
 
 

@@ -3,9 +3,9 @@ batched step; a new request joins between two steps (after its own prefill) and 
 one leaves, freeing its slot of the cache (layers/slot_cache.py). With greedy decoding a
 request gets the same tokens whatever else runs beside it (tested).
 
-With compile, the decode step runs through torch.compile: one graph per cache window (see
-cache_window), each for any number of rows, all built when the engine is made
-(warm()), so that no request waits for a compile.
+With compile, the decode step runs through torch.compile: one graph for any number of
+rows and any number of cache slots read, built when the engine is made (warm()), so that
+no request waits for a compile.
 """
 
 from __future__ import annotations
@@ -61,13 +61,6 @@ def _decode(decoder, last: torch.Tensor, position: torch.Tensor, mask: torch.Ten
     return decoder(decoder.embed(last), position[:, None], mask, position)[:, -1]
 
 
-def cache_window(filled: int, length: int) -> int:
-    """How many of a slot cache's length slots a step reads when the longest running
-    request has filled slots: the next power of two, at least 64, so that the compiled
-    step has a few shapes (3 for 240 slots), each compiled before the first request."""
-    return min(length, max(64, 1 << (filled - 1).bit_length()))
-
-
 class Engine:
     """Decodes the model's requests in batches of up to max_batch, with a cache of max_len
     positions per slot (the model's context, at most). submit() may be called from any
@@ -81,7 +74,9 @@ class Engine:
         c = decoder.config
         self.max_len = min(max_len or c.max_seq_len, c.max_seq_len)
         self.dtype = decoder.embed.weight.dtype
-        self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len, c.dim // c.n_heads,
+        # one slot more than a step ever reads: a read of the whole cache would be a size
+        # of its own to torch.compile, and a second graph
+        self.caches = [SlotCache(max_batch, c.kv_heads, self.max_len + 1, c.dim // c.n_heads,
                                  self.dtype, model.device) for _ in decoder.blocks]
         # with one slot every step is a lone request's, which decodes eagerly (_run_step)
         self.compiled = torch.compile(_decode) if compile and max_batch > 1 else None
@@ -216,7 +211,7 @@ class Engine:
         last and whose caches hold lengths tokens each."""
         device = self.model.device
         self._attach(slots)
-        window = cache_window(max(lengths) + 1, self.max_len)
+        window = max(lengths) + 1  # the slots a step reads: up to the longest row's newest
         position = torch.tensor(lengths, device=device)  # (B,)
         hidden = torch.arange(window, device=device) > position[:, None]  # (B, window)
         mask = torch.zeros(hidden.shape, dtype=self.dtype, device=device).masked_fill_(
@@ -229,6 +224,7 @@ class Engine:
             return _decode(self.model.decoder, last_ids, position, mask)
         for tensor in (last_ids, position, mask, self.caches[0].rows):
             torch._dynamo.mark_dynamic(tensor, 0)
+        torch._dynamo.mark_dynamic(mask, 3)
         return self.compiled(self.model.decoder, last_ids, position, mask)
 
     def _step(self) -> None:
@@ -243,14 +239,11 @@ class Engine:
             self._emit(run, row)
 
     def warm(self) -> None:
-        """Compile the decode step for every cache window, with the first two slots, free
-        yet: the keys a step writes at the last position of each window are overwritten
-        before any request's mask can show them (a slot's positions are written in order)."""
+        """Compile the decode step, with the first two slots, free yet: the keys it writes
+        are overwritten before any request's mask can show them (a slot's positions are
+        written in order)."""
         start = time.perf_counter()
-        window = 0
-        while window < self.max_len:
-            window = cache_window(window + 1, self.max_len)
-            self._run_step([0, 1], [0, 0], [window - 1] * 2)
+        self._run_step([0, 1], [0, 0], [2, 2])
         self.warmed_s = time.perf_counter() - start
 
     def _fail(self, runs: list[_Running], error: Exception) -> None:
