@@ -149,10 +149,9 @@ def generate(model, prompts: list[list[int]], images: torch.Tensor | None,
     runs max_new_tokens steps (for benchmarks and images). compile=True runs each cached
     step through torch.compile: the first call at a batch size compiles (about a minute on
     a cold inductor cache), later calls decode several times faster; greedy steps then run
-    CHUNK a call.
-    vocab: sample only these token ids. step_embeddings (max_new_tokens, D): added to the
-    embedding of the token sampled at each step (for drawing: where in the image each code
-    goes).
+    CHUNK a call. vocab: sample only these token ids. step_embeddings (max_new_tokens, D):
+    added to the embedding of the token sampled at each step (for drawing: where in the
+    image each code goes).
 
     Classifier-free guidance: uncond holds one more prompt per row, without the condition
     (for drawing, without the caption). Both run side by side in one batch, each step
